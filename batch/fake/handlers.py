@@ -1,0 +1,145 @@
+"""The fake's action handlers: parameter checks, then the cloud's rules.
+
+Each handler takes the cloud and the request's JSON object and returns the ``response`` object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..naming import image_name_problem
+from .errors import InvalidParameter, MissingParameter
+from .state import FakeCloud
+
+__all__ = ["HANDLERS"]
+
+Handler = Callable[[FakeCloud, dict[str, Any]], dict[str, Any]]
+
+
+def _required_str(params: dict[str, Any], name: str) -> str:
+    if name not in params or params[name] in (None, ""):
+        raise MissingParameter(f"{name} is required")
+    value = params[name]
+    if not isinstance(value, str):
+        raise InvalidParameter(f"{name} must be a string", code="INVALID_PARAMETER_TYPE")
+    return value
+
+
+def _id_list(params: dict[str, Any], name: str, *, required: bool, limit: int | None = 100) -> list[str] | None:
+    if name not in params or params[name] is None:
+        if required:
+            raise MissingParameter(f"{name} is required")
+        return None
+    value = params[name]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidParameter(f"{name} must be an array of strings", code="INVALID_PARAMETER_TYPE")
+    if limit is not None and len(value) > limit:
+        raise InvalidParameter(f"{name} takes at most {limit} ids", code="INVALID_PARAMETER_EXCEED_LENGTH")
+    if required and not value:
+        raise InvalidParameter(f"{name} must not be empty", code="INVALID_PARAMETER_LESS_LENGTH")
+    return value
+
+
+def _page(params: dict[str, Any]) -> tuple[int, int]:
+    num, size = params.get("pageNum", 1), params.get("pageSize", 20)
+    if not isinstance(num, int) or not isinstance(size, int):
+        raise InvalidParameter("pageNum and pageSize must be integers", code="INVALID_PARAMETER_TYPE")
+    if num < 1 or size < 1:
+        raise InvalidParameter("pageNum and pageSize must be at least 1", code="INVALID_PARAMETER_LESS_MINIMUM")
+    if size > 1000:
+        raise InvalidParameter("pageSize is at most 1000", code="INVALID_PARAMETER_EXCEED_MAXIMUM")
+    return num, size
+
+
+def _tags(params: dict[str, Any]) -> list[dict[str, str]]:
+    raw = params.get("tags")
+    if raw is None:
+        return []
+    if not isinstance(raw, dict) or not isinstance(raw.get("tags"), list):
+        raise InvalidParameter('tags must be {"tags": [{"key": ..., "value": ...}]}', code="INVALID_PARAMETER_TYPE")
+    tags, keys = [], set()
+    for tag in raw["tags"]:
+        if not isinstance(tag, dict) or not isinstance(tag.get("key"), str) or not isinstance(tag.get("value"), str):
+            raise InvalidParameter("each tag needs a string key and value", code="INVALID_PARAMETER_TYPE")
+        if not (1 <= len(tag["key"]) <= 64 and 1 <= len(tag["value"]) <= 64):
+            raise InvalidParameter("tag keys and values are 1-64 characters", code="INVALID_PARAMETER_EXCEED_LENGTH")
+        if tag["key"] in keys:
+            raise InvalidParameter(f"tag key {tag['key']!r} is repeated")
+        keys.add(tag["key"])
+        tags.append({"key": tag["key"], "value": tag["value"]})
+    return tags
+
+
+def create_image(cloud: FakeCloud, params: dict[str, Any]) -> dict[str, Any]:
+    instance_id = _required_str(params, "instanceId")
+    name = _required_str(params, "imageName")
+    problem = image_name_problem(name)
+    if problem is not None:
+        code = "INVALID_PARAMETER_EXCEED_LENGTH" if "characters;" in problem else "INVALID_PARAMETER_PATTERN_ERROR"
+        if len(name) < 2:
+            code = "INVALID_PARAMETER_LESS_LENGTH"
+        raise InvalidParameter(problem, code=code)
+    group = params.get("resourceGroupId")
+    if group is not None and not isinstance(group, str):
+        raise InvalidParameter("resourceGroupId must be a string", code="INVALID_PARAMETER_TYPE")
+    image = cloud.create_image(instance_id, name, group, _tags(params))
+    return {"imageId": image.image_id, "imageName": image.image_name}
+
+
+def describe_custom_images(cloud: FakeCloud, params: dict[str, Any]) -> dict[str, Any]:
+    num, size = _page(params)
+    ids = _id_list(params, "imageIds", required=False, limit=None)
+    name = params.get("imageName")
+    status = params.get("imageStatus")
+    images = sorted(cloud.images.values(), key=lambda i: i.image_id)
+    if ids is not None:
+        wanted = set(ids)
+        images = [i for i in images if i.image_id in wanted]
+    if isinstance(name, str) and name:
+        images = [i for i in images if name in i.image_name]  # fuzzy, like the API
+    if isinstance(status, str) and status:
+        images = [i for i in images if i.status == status]
+    page = images[(num - 1) * size : num * size]
+    return {"totalCount": len(images), "dataSet": [i.to_api() for i in page]}
+
+
+def delete_images(cloud: FakeCloud, params: dict[str, Any]) -> dict[str, Any]:
+    ids = _id_list(params, "imageIds", required=True, limit=None) or []
+    return {"imageIds": cloud.delete_images(ids)}
+
+
+def describe_instances_status(cloud: FakeCloud, params: dict[str, Any]) -> dict[str, Any]:
+    num, size = _page(params)
+    ids = _id_list(params, "instanceIds", required=False)
+    if ids:
+        found = [cloud.instances[i] for i in ids if i in cloud.instances]
+    else:
+        found = sorted(cloud.instances.values(), key=lambda i: i.instance_id)
+    page = found[(num - 1) * size : num * size]
+    return {
+        "totalCount": len(found),
+        "dataSet": [{"instanceId": i.instance_id, "instanceStatus": i.status} for i in page],
+    }
+
+
+def _power(on: bool) -> Handler:  # noqa: FBT001
+    def handler(cloud: FakeCloud, params: dict[str, Any]) -> dict[str, Any]:
+        ids = _id_list(params, "instanceIds", required=True) or []
+        error = cloud.power_error(ids, on=on)
+        if error is not None:
+            raise error
+        return {"instanceIds": cloud.set_power(ids, on=on)}
+
+    return handler
+
+
+HANDLERS: dict[str, Handler] = {
+    "CreateImage": create_image,
+    "DescribeCustomImages": describe_custom_images,
+    "DeleteImages": delete_images,
+    "DescribeInstancesStatus": describe_instances_status,
+    "StartInstances": _power(True),
+    "StopInstances": _power(False),
+}
+

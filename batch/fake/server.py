@@ -1,0 +1,258 @@
+"""The fake Zenlayer API: a real aiohttp server on loopback that behaves like ``zec``.
+
+It checks signatures, keeps state (:mod:`.state`), rate-limits with a token bucket, adds
+latency, and injects seeded faults: 5xx answers, and *lost responses*, where CreateImage
+commits the image and then drops the connection without answering. ``GET /_fake/inspect``
+shows (read-only) what happened, so tests can prove there is no duplicate image.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+import uuid
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Self
+
+from aiohttp import web
+
+from ..client import API_VERSION
+from .auth import verify_request
+from .errors import FakeApiError, InvalidParameter, RateLimited, UnauthorizedOperation
+from .handlers import HANDLERS
+from .state import FakeCloud
+
+__all__ = ["DEFAULT_ACCESS_KEY_ID", "DEFAULT_ACCESS_KEY_SECRET", "DEFAULT_TOKEN", "FakeConfig", "FakeZenlayer"]
+
+# Documented, deliberately public credentials of the fake (never valid anywhere else).
+DEFAULT_ACCESS_KEY_ID = "fake-access-key-id"
+DEFAULT_ACCESS_KEY_SECRET = "fake-access-key-secret"  # noqa: S105
+DEFAULT_TOKEN = "fake-bearer-token"  # noqa: S105
+
+#: CreateImage outcomes a script may list per instance.
+SCRIPT_OUTCOMES = frozenset({"ok", "lost", "drop", "500", "503", "504", "garbage", "busy", "429"})
+
+
+@dataclass
+class FakeConfig:
+    """How the fake behaves. Every field is also a flag of ``imagebatch fake-server``.
+
+    Args:
+        access_key_id: the one access key the fake accepts.
+        access_key_secret: its secret.
+        tokens: bearer tokens the fake accepts.
+        rate_limit: requests per second across all actions (``None``: unlimited).
+        burst: token-bucket size; defaults to one second's worth of ``rate_limit``.
+        latency: seconds added before each answer.
+        error_rate: share of requests answered with a 5xx before anything is done.
+        lost_response_rate: share of successful CreateImage calls whose answer is dropped
+            after the image was committed.
+        seed: seed of the fault dice.
+        max_skew: allowed difference between X-ZC-Timestamp and the server clock, seconds.
+        scripts: per instance id, the outcomes of its next CreateImage calls, in order
+            (``ok``, ``lost``, ``drop``, ``500``, ``503``, ``504``, ``garbage``, ``busy``, ``429``).
+    """
+
+    access_key_id: str = DEFAULT_ACCESS_KEY_ID
+    access_key_secret: str = field(default=DEFAULT_ACCESS_KEY_SECRET, repr=False)
+    tokens: frozenset[str] = field(default=frozenset({DEFAULT_TOKEN}), repr=False)
+    rate_limit: float | None = None
+    burst: float | None = None
+    latency: float = 0.0
+    error_rate: float = 0.0
+    lost_response_rate: float = 0.0
+    seed: int = 0
+    max_skew: float = 300.0
+    scripts: dict[str, list[str]] = field(default_factory=dict)
+
+
+class _TokenBucket:
+    def __init__(self, rate: float, burst: float, clock: Callable[[], float]) -> None:
+        self.rate, self.burst, self.clock = rate, burst, clock
+        self.tokens = burst
+        self.last = clock()
+
+    def take(self) -> bool:
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+class _DropConnectionError(Exception):
+    """Raised by a handler to close the connection without answering."""
+
+
+class FakeZenlayer:
+    """The fake server. ``await start()`` binds loopback port 0 (or ``port``) and returns its URL.
+
+    Args:
+        cloud: the state it serves.
+        config: behaviour and faults.
+        wall_clock: clock for signature timestamps (tests move it to test skew).
+    """
+
+    def __init__(
+        self,
+        cloud: FakeCloud | None = None,
+        config: FakeConfig | None = None,
+        *,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.cloud = cloud if cloud is not None else FakeCloud()
+        self.config = config if config is not None else FakeConfig()
+        self.wall_clock = wall_clock
+        self.calls: Counter[str] = Counter()
+        self.codes: Counter[str] = Counter()
+        self.lost_responses = 0
+        self._random = random.Random(self.config.seed)  # noqa: S311 - fault dice, not crypto
+        self._scripts = {k: deque(v) for k, v in self.config.scripts.items()}
+        unknown = {o for v in self.config.scripts.values() for o in v} - SCRIPT_OUTCOMES
+        if unknown:
+            msg = f"unknown script outcome(s) {sorted(unknown)}; known: {sorted(SCRIPT_OUTCOMES)}"
+            raise ValueError(msg)
+        rate = self.config.rate_limit
+        self._bucket = (
+            _TokenBucket(rate, self.config.burst or max(1.0, rate), self.cloud.clock) if rate else None
+        )
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    # ----- lifecycle -------------------------------------------------------------------------
+
+    def make_app(self) -> web.Application:
+        """The aiohttp application (routes only; no state of its own)."""
+        app = web.Application(client_max_size=8 * 1024 * 1024)
+        app.router.add_post("/api/v2/{service}", self._handle)
+        app.router.add_get("/_fake/inspect", self._inspect)
+        return app
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Serve on ``host:port`` (port 0: any free port) and return the base URL."""
+        self._runner = web.AppRunner(self.make_app(), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        await site.start()
+        server = site._server  # noqa: SLF001 - aiohttp has no public accessor for the bound port
+        assert server is not None
+        sock_port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        self.url = f"http://{host}:{sock_port}"
+        return self.url
+
+    async def stop(self) -> None:
+        """Stop serving and close open connections."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    # ----- requests --------------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        request_id = "T" + str(uuid.uuid4()).upper()
+        action = request.headers.get("X-ZC-Action", "")
+        self.calls[action or "(none)"] += 1
+        if self.config.latency:
+            await asyncio.sleep(self.config.latency)
+        try:
+            result = self._dispatch(request, body, action)
+        except _DropConnectionError:
+            self.lost_responses += 1
+            if request.transport is not None:
+                request.transport.abort()
+            raise asyncio.CancelledError from None
+        except FakeApiError as err:
+            self.codes[err.code] += 1
+            payload = {"requestId": request_id, "code": err.code, "message": err.message}
+            return web.json_response(payload, status=err.status)
+        if result is None:  # scripted garbage
+            return web.Response(body=b"<html>502 Bad Gateway</html>", status=502, content_type="text/html")
+        self.codes["OK"] += 1
+        return web.json_response({"requestId": request_id, "response": {"requestId": request_id, **result}})
+
+    def _dispatch(self, request: web.Request, body: bytes, action: str) -> dict[str, Any] | None:
+        if self._bucket is not None and not self._bucket.take():
+            raise RateLimited("request rate limit exceeded")
+        verify_request(
+            request.headers,
+            body,
+            keys={self.config.access_key_id: self.config.access_key_secret},
+            tokens=self.config.tokens,
+            now=self.wall_clock(),
+            max_skew=self.config.max_skew,
+        )
+        if request.match_info["service"] != "zec" or action not in HANDLERS:
+            raise UnauthorizedOperation(f"action {action!r} does not exist in this service")
+        if request.headers.get("X-ZC-Version") != API_VERSION:
+            raise InvalidParameter(f"X-ZC-Version must be {API_VERSION} for {action}")
+        try:
+            params = json.loads(body) if body else {}
+        except ValueError:
+            params = None
+        if not isinstance(params, dict):
+            raise InvalidParameter("body must be a JSON object", code="INVALID_PARAMETER_TYPE")
+        if self.config.error_rate and self._random.random() < self.config.error_rate:
+            raise FakeApiError("injected server error", code="SERVICE_TEMPORARY_UNAVAILABLE", status=503)
+        self.cloud.advance()
+        if action == "CreateImage":
+            return self._create_image(params)
+        return HANDLERS[action](self.cloud, params)
+
+    def _create_image(self, params: dict[str, Any]) -> dict[str, Any] | None:
+        instance_id = params.get("instanceId")
+        script = self._scripts.get(instance_id) if isinstance(instance_id, str) else None
+        outcome = script.popleft() if script else "ok"
+        if outcome in {"500", "503", "504"}:
+            code = {"500": "INTERNAL_SERVER_ERROR", "503": "SERVICE_TEMPORARY_UNAVAILABLE", "504": "REQUEST_TIMED_OUT"}
+            if outcome == "504":  # a server-side time-out after the work was done
+                HANDLERS["CreateImage"](self.cloud, params)
+            raise FakeApiError("scripted server error", code=code[outcome], status=int(outcome))
+        if outcome == "busy":
+            raise FakeApiError("scripted busy", code="OPERATION_DENIED_INSTANCE_IN_OPERATION", status=400)
+        if outcome == "429":
+            raise RateLimited("scripted rate limit")
+        if outcome == "drop":
+            raise _DropConnectionError
+        result = HANDLERS["CreateImage"](self.cloud, params)
+        if outcome == "garbage":
+            return None
+        if outcome == "lost" or (
+            self.config.lost_response_rate and self._random.random() < self.config.lost_response_rate
+        ):
+            raise _DropConnectionError
+        return result
+
+    async def _inspect(self, _request: web.Request) -> web.Response:
+        return web.json_response(self.inspect())
+
+    def inspect(self) -> dict[str, Any]:
+        """What the fake has seen and holds: calls, error codes, images per instance."""
+        self.cloud.advance()
+        created = self.cloud.created_per_instance
+        return {
+            "calls": dict(self.calls),
+            "codes": dict(self.codes),
+            "lostResponses": self.lost_responses,
+            "instances": len(self.cloud.instances),
+            "images": len(self.cloud.images),
+            "createdPerInstance": dict(created),
+            "imagesPerInstance": self.cloud.images_per_instance(),
+            "duplicateInstances": sorted(i for i, n in created.items() if n > 1),
+        }
