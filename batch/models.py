@@ -1,0 +1,109 @@
+"""Jobs, results and their status: frozen values that cross every layer."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+__all__ = ["Job", "JobResult", "Status"]
+
+
+class Status(StrEnum):
+    """How a job ended."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One instance to image, as read and checked from a job list.
+
+    Args:
+        line: line of the job list where the job starts (1-based).
+        instance_id: the source instance.
+        image_name: the image name to create (from the row or the name template).
+        resource_group_id: resource group for the image, or ``None`` for the default.
+        tags: ``(key, value)`` pairs for the image.
+        fake: the fake-only columns (``fakeGpu``, ...), read by ``imagebatch fake-server``.
+    """
+
+    line: int
+    instance_id: str
+    image_name: str
+    resource_group_id: str | None = None
+    tags: tuple[tuple[str, str], ...] = ()
+    fake: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class JobResult:
+    """What happened to one job: one line of ``results.jsonl``.
+
+    Args:
+        instance_id: the source instance.
+        image_name: the image name asked for.
+        status: succeeded, failed or skipped.
+        image_id: the image made or found, if any.
+        error: ``{"code", "message", "status", "requestId"}`` of the error that ended the job.
+        reason: a short human explanation for skipped jobs and adopted images.
+        attempts: API calls made for this job (CreateImage and look-ups).
+        request_ids: the API's request ids for those calls, in order.
+        started_at: Unix time the first call started (or the job was decided).
+        ended_at: Unix time the job ended.
+        line: the job's line in the job list.
+    """
+
+    instance_id: str
+    image_name: str
+    status: Status
+    image_id: str | None = None
+    error: Mapping[str, Any] | None = None
+    reason: str | None = None
+    attempts: int = 0
+    request_ids: tuple[str, ...] = ()
+    started_at: float = 0.0
+    ended_at: float = 0.0
+    line: int = 0
+
+    @property
+    def duration(self) -> float:
+        """Seconds from start to end."""
+        return max(0.0, self.ended_at - self.started_at)
+
+    def to_record(self) -> dict[str, Any]:
+        """The JSON object written to ``results.jsonl``."""
+        return {
+            "instanceId": self.instance_id,
+            "imageName": self.image_name,
+            "status": self.status.value,
+            "imageId": self.image_id,
+            "error": dict(self.error) if self.error else None,
+            "reason": self.reason,
+            "attempts": self.attempts,
+            "requestIds": list(self.request_ids),
+            "startedAt": round(self.started_at, 6),
+            "endedAt": round(self.ended_at, 6),
+            "durationSeconds": round(self.duration, 6),
+            "line": self.line,
+        }
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> JobResult:
+        """Read a result back from its ``results.jsonl`` object."""
+        return cls(
+            instance_id=record["instanceId"],
+            image_name=record["imageName"],
+            status=Status(record["status"]),
+            image_id=record.get("imageId"),
+            error=record.get("error"),
+            reason=record.get("reason"),
+            attempts=int(record.get("attempts", 0)),
+            request_ids=tuple(record.get("requestIds", ())),
+            started_at=float(record.get("startedAt", 0.0)),
+            ended_at=float(record.get("endedAt", 0.0)),
+            line=int(record.get("line", 0)),
+        )
