@@ -35,7 +35,8 @@ class FakeInstance:
     instance_id: str
     status: str = "STOPPED"
     gpu: bool = False
-    #: Until this server time the instance answers CreateImage with IN_OPERATION.
+    #: Until this server time the instance answers CreateImage with IN_OPERATION. Given to
+    #: :class:`FakeCloud` as seconds after its creation; it holds the absolute time from then on.
     busy_until: float = 0.0
     zone_id: str = "SEL-A"
 
@@ -96,6 +97,10 @@ class FakeCloud:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.instances: dict[str, FakeInstance] = {i.instance_id: i for i in instances}
+        start = clock()
+        for inst in self.instances.values():
+            if inst.busy_until:
+                inst.busy_until += start
         self.images: dict[str, FakeImage] = {}
         self.image_ready_seconds = image_ready_seconds
         self.failed_images = set(failed_images)

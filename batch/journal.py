@@ -1,0 +1,286 @@
+"""The run directory as a crash-safe journal.
+
+Files in a run directory:
+
+* ``run.json``: what the run is (job list, name template, date, run id); written once,
+  atomically, and read back by ``--resume``.
+* ``journal.log``: the source of truth. One record a line, ``CRC32 JSON``; ``intent`` records
+  are durable before their CreateImage is sent, ``result`` records when a job ends. A line torn
+  by a crash fails its checksum and is ignored, never misread.
+* ``results.jsonl``: one plain JSON line per finished job, for people and tools. It is written
+  with the journal and rebuilt from it on resume, so it never keeps a torn line.
+* ``events.jsonl``, ``summary.json``: the attempt log and the run's totals.
+* ``.lock``: held with ``flock`` while a process runs there; the kernel drops it when the
+  process dies, so a killed run never blocks its resume.
+
+Durability is grouped: a writer task takes every record queued since its last ``fsync``,
+writes them with one ``write`` and syncs once, so many jobs share the cost of one fsync.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from .errors import RunDirectoryError
+from .models import Job, JobResult
+
+__all__ = ["JournalState", "JournalWriter", "RunDirectory", "encode_record", "read_journal"]
+
+RUN_FILE = "run.json"
+JOURNAL_FILE = "journal.log"
+RESULTS_FILE = "results.jsonl"
+EVENTS_FILE = "events.jsonl"
+SUMMARY_FILE = "summary.json"
+LOCK_FILE = ".lock"
+
+
+def encode_record(record: dict[str, Any]) -> bytes:
+    """One journal line: CRC32 of the JSON text, a space, the JSON text, a newline."""
+    text = json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode()
+    return b"%08x %s\n" % (zlib.crc32(text), text)
+
+
+def _decode_record(line: bytes) -> dict[str, Any] | None:
+    if len(line) < 10 or not line.endswith(b"\n") or line[8:9] != b" ":
+        return None
+    text = line[9:-1]
+    try:
+        if int(line[:8], 16) != zlib.crc32(text):
+            return None
+        record = json.loads(text)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+@dataclass
+class JournalState:
+    """What a journal says: jobs that may have been sent, and jobs that ended."""
+
+    intents: dict[str, str] = field(default_factory=dict)
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    torn: int = 0
+
+
+def read_journal(path: Path) -> JournalState:
+    """Read a journal, skipping (and counting) records that fail their checksum."""
+    state = JournalState()
+    if not path.exists():
+        return state
+    with path.open("rb") as handle:
+        for line in handle:
+            record = _decode_record(line)
+            if record is None:
+                state.torn += 1
+                continue
+            kind = record.get("type")
+            if kind == "intent":
+                state.intents[record["instanceId"]] = record["imageName"]
+            elif kind == "result":
+                state.results[record["result"]["instanceId"]] = record["result"]
+    return state
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so a crash leaves the old or the new file, never half."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    tmp.replace(path)
+    _fsync_dir(path.parent)
+
+
+class RunDirectory:
+    """A run directory, locked for this process while open.
+
+    Args:
+        path: the directory (created if missing).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock_fd: int | None = None
+
+    def file(self, name: str) -> Path:
+        """Path of one of the run's files."""
+        return self.path / name
+
+    @property
+    def exists(self) -> bool:
+        """Whether a run was started here (its ``run.json`` exists)."""
+        return self.file(RUN_FILE).exists()
+
+    def lock(self) -> None:
+        """Take the directory's lock, or fail naming the process that holds it."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            msg = f"cannot create run directory {self.path}: {exc.strerror}"
+            raise RunDirectoryError(msg) from exc
+        fd = os.open(self.file(LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                msg = f"run directory {self.path} is in use by pid {holder}; wait for it or use another --out"
+                raise RunDirectoryError(msg) from exc
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        """Release the lock."""
+        if self._lock_fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._lock_fd, 0)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def read_header(self) -> dict[str, Any]:
+        """The run's ``run.json``."""
+        try:
+            header = json.loads(self.file(RUN_FILE).read_text("utf-8"))
+        except (OSError, ValueError) as exc:
+            msg = f"{self.file(RUN_FILE)} is unreadable ({exc}); this directory cannot be resumed"
+            raise RunDirectoryError(msg) from exc
+        if not isinstance(header, dict):
+            msg = f"{self.file(RUN_FILE)} is not a run header"
+            raise RunDirectoryError(msg)
+        return header
+
+    def write_header(self, header: dict[str, Any]) -> None:
+        """Write ``run.json`` atomically."""
+        write_atomic(self.file(RUN_FILE), json.dumps(header, indent=2).encode() + b"\n")
+
+    def rebuild_results(self, state: JournalState) -> None:
+        """Rewrite ``results.jsonl`` from the journal: one line per ended job, no torn line."""
+        lines = [json.dumps(r, ensure_ascii=False) + "\n" for r in state.results.values()]
+        write_atomic(self.file(RESULTS_FILE), "".join(lines).encode())
+
+    def compact_journal(self, state: JournalState) -> None:
+        """Rewrite the journal without torn records (the state it holds stays the same)."""
+        out = [encode_record({"type": "intent", "instanceId": i, "imageName": n}) for i, n in state.intents.items()]
+        out += [encode_record({"type": "result", "result": r}) for r in state.results.values()]
+        write_atomic(self.file(JOURNAL_FILE), b"".join(out))
+
+
+class JournalWriter:
+    """Appends journal and result records with grouped fsync.
+
+    Run :meth:`run` in the run's task group; :meth:`intent` returns once the record is durable;
+    :meth:`result` queues a result; :meth:`close` flushes everything and ends :meth:`run`.
+
+    Args:
+        directory: the (locked) run directory.
+    """
+
+    def __init__(self, directory: RunDirectory) -> None:
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+        self._journal_fd = os.open(directory.file(JOURNAL_FILE), flags, 0o644)
+        self._results_fd = os.open(directory.file(RESULTS_FILE), flags, 0o644)
+        self._pending: list[tuple[bytes, bytes]] = []
+        self._batch_done = anyio.Event()
+        self._wakeup = anyio.Event()
+        self._closing = False
+        self._closed = anyio.Event()
+        self._fds_open = True
+        self.syncs = 0
+        self.records = 0
+
+    def _submit(self, journal: bytes, result: bytes = b"") -> anyio.Event:
+        self._pending.append((journal, result))
+        self._wakeup.set()
+        return self._batch_done
+
+    async def intent(self, job: Job) -> None:
+        """Record that CreateImage may be sent for ``job``; returns when that is durable."""
+        done = self._submit(encode_record({"type": "intent", "instanceId": job.instance_id, "imageName": job.image_name}))
+        await done.wait()
+
+    def result(self, result: JobResult) -> None:
+        """Queue a job's final result (durable at the next group sync)."""
+        record = result.to_record()
+        line = json.dumps(record, ensure_ascii=False).encode() + b"\n"
+        self._submit(encode_record({"type": "result", "result": record}), line)
+
+    def _sync(self) -> None:
+        os.fsync(self._journal_fd)
+        os.fsync(self._results_fd)
+
+    async def run(self) -> None:
+        """The writer loop: write each group of records, fsync once, wake its waiters."""
+        try:
+            while True:
+                if not self._pending:
+                    if self._closing:
+                        return
+                    await self._wakeup.wait()
+                    self._wakeup = anyio.Event()
+                    continue
+                batch, done = self._pending, self._batch_done
+                self._pending, self._batch_done = [], anyio.Event()
+                _write_all(self._journal_fd, b"".join(j for j, _ in batch))
+                results = b"".join(r for _, r in batch)
+                if results:
+                    _write_all(self._results_fd, results)
+                # fsync in a thread: the loop keeps queueing the next group meanwhile.
+                await anyio.to_thread.run_sync(self._sync)
+                self.syncs += 1
+                self.records += len(batch)
+                done.set()
+        finally:
+            self._closed.set()
+
+    async def close(self) -> None:
+        """Flush what is queued, stop :meth:`run`, close the files."""
+        self._closing = True
+        self._wakeup.set()
+        await self._closed.wait()
+        self._close_fds()
+
+    def _close_fds(self) -> None:
+        if self._fds_open:
+            self._fds_open = False
+            os.close(self._journal_fd)
+            os.close(self._results_fd)
+
+    def close_now(self) -> None:
+        """Write what is queued without waiting for the loop (used after a hard stop)."""
+        if not self._fds_open:
+            return
+        batch, self._pending = self._pending, []
+        if batch:
+            _write_all(self._journal_fd, b"".join(j for j, _ in batch))
+            _write_all(self._results_fd, b"".join(r for _, r in batch if r))
+            self._sync()
+        self._close_fds()

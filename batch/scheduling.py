@@ -1,0 +1,217 @@
+"""Scheduling: how many requests at once, how fast, and when to try again.
+
+Three meters stack in front of every API request, apart from the client:
+
+* the pool's size caps requests in flight (``--concurrency``);
+* one :class:`aiolimiter.AsyncLimiter` per run caps the sending rate (``--rate``). It is made
+  with a capacity of one request, so there is no first-second burst above the rate;
+* :class:`AdaptiveThrottle` lowers the rate further when the API answers 429, and brings it
+  back when the 429s stop (additive increase, multiplicative decrease).
+
+Jobs that must wait (busy instance, back-off) leave the pool and sit in the
+:class:`Dispatcher`'s timer heap, so waiting never holds a worker slot.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+import time
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
+
+import anyio
+from aiolimiter import AsyncLimiter
+
+__all__ = ["AdaptiveThrottle", "Dispatcher", "RateMeter", "full_jitter"]
+
+T = TypeVar("T")
+
+
+def full_jitter(attempt: int, *, base: float, cap: float, rng: random.Random) -> float:
+    """Exponential back-off with full jitter: uniform in ``[0, min(cap, base * 2**attempt)]``.
+
+    Args:
+        attempt: how many times this job has already waited (0 for the first wait).
+        base: seconds of the first window.
+        cap: largest window, seconds.
+        rng: the run's random source.
+    """
+    window = min(cap, base * (2 ** min(attempt, 62)))
+    return rng.uniform(0, window)
+
+
+class AdaptiveThrottle:
+    """Additive-increase / multiplicative-decrease pacing below a ceiling rate.
+
+    At the ceiling it costs nothing (the run's ``AsyncLimiter`` already enforces that rate).
+    After a 429 the rate drops by ``decrease`` (at most once per ``cool_down`` seconds, so one
+    burst of 429s counts once) and climbs back by ``increase`` of the ceiling per second without
+    a 429.
+
+    Args:
+        ceiling: the configured ``--rate``, requests per second.
+        floor: lowest rate it will go to.
+        decrease: factor applied on a 429.
+        increase: share of the ceiling regained per quiet second.
+        cool_down: seconds after a decrease during which further 429s do not decrease again.
+        clock: monotonic clock.
+    """
+
+    def __init__(
+        self,
+        ceiling: float,
+        *,
+        floor: float = 0.2,
+        decrease: float = 0.85,
+        increase: float = 0.02,
+        cool_down: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ceiling = ceiling
+        self.floor = min(floor, ceiling)
+        self.decrease = decrease
+        self.increase = increase
+        self.cool_down = cool_down
+        self.clock = clock
+        self._rate = ceiling
+        self._changed_at = clock()
+        self._last_429 = -1e9
+        self._next_slot = 0.0
+        self.decreases = 0
+
+    @property
+    def rate(self) -> float:
+        """The current target rate, requests per second."""
+        if self._rate < self.ceiling:
+            now = self.clock()
+            quiet = now - max(self._changed_at, self._last_429)
+            if quiet > 0:
+                self._rate = min(self.ceiling, self._rate + quiet * self.increase * self.ceiling)
+                self._changed_at = now
+        return self._rate
+
+    def on_throttled(self) -> None:
+        """Tell the throttle the API answered 429."""
+        now = self.clock()
+        if now - self._last_429 >= self.cool_down:
+            self._rate = max(self.floor, self.rate * self.decrease)
+            self._changed_at = now
+            self.decreases += 1
+        self._last_429 = now
+
+    def delay(self) -> float:
+        """Reserve the next send slot and return how long to wait for it (0 at the ceiling)."""
+        rate = self.rate
+        if rate >= self.ceiling:
+            return 0.0
+        now = self.clock()
+        slot = max(now, self._next_slot)
+        self._next_slot = slot + 1.0 / rate
+        return slot - now
+
+
+class RateMeter:
+    """The run's rate limit: one ``AsyncLimiter`` (made in the running loop) plus the throttle.
+
+    Args:
+        rate: ``--rate``, requests per second across all actions.
+        clock: monotonic clock for the throttle.
+    """
+
+    def __init__(self, rate: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        # Capacity 1 over 1/rate seconds: evenly spaced requests, never a burst.
+        self.limiter = AsyncLimiter(1, 1.0 / rate)
+        self.throttle = AdaptiveThrottle(rate, floor=min(rate, max(0.2, rate / 50)), clock=clock)
+
+    async def acquire(self) -> None:
+        """Wait until one more request may be sent."""
+        await self.limiter.acquire()
+        pause = self.throttle.delay()
+        if pause > 0:
+            await anyio.sleep(pause)
+
+
+class Dispatcher(Generic[T]):
+    """Hands out work: due retries first, then new items from a lazy source.
+
+    Items taken must be given back with :meth:`done` or :meth:`retry_at`; :meth:`take` returns
+    ``None`` once the source is drained and nothing is in flight or waiting, or after
+    :meth:`stop`.
+
+    Args:
+        source: the new items, read lazily (a job list is never held in memory).
+        clock: monotonic clock.
+    """
+
+    def __init__(self, source: Iterator[T], *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._source: Iterator[T] | None = source
+        self._clock = clock
+        self._waiting: list[tuple[float, int, T]] = []
+        self._seq = itertools.count()
+        self._in_flight = 0
+        self._changed = anyio.Event()
+        self.stopped = False
+
+    @property
+    def in_flight(self) -> int:
+        """Items taken and not yet given back."""
+        return self._in_flight
+
+    @property
+    def waiting(self) -> int:
+        """Items waiting for their retry time."""
+        return len(self._waiting)
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def take(self) -> T | None:
+        """Return the next item to work on, waiting if only retries that are not yet due remain."""
+        while not self.stopped:
+            if self._waiting and self._waiting[0][0] <= self._clock():
+                self._in_flight += 1
+                return heapq.heappop(self._waiting)[2]
+            if self._source is not None:
+                item = next(self._source, None)
+                if item is not None:
+                    self._in_flight += 1
+                    return item
+                self._source = None
+            if not self._waiting and self._in_flight == 0:
+                self._notify()
+                return None
+            changed = self._changed
+            timeout = self._waiting[0][0] - self._clock() if self._waiting else None
+            with anyio.move_on_after(timeout):
+                await changed.wait()
+        return None
+
+    def done(self) -> None:
+        """An item taken is finished."""
+        self._in_flight -= 1
+        self._notify()
+
+    def retry_at(self, item: T, when: float) -> None:
+        """Give an item back, to be handed out again at ``when`` (monotonic seconds)."""
+        self._in_flight -= 1
+        heapq.heappush(self._waiting, (when, next(self._seq), item))
+        self._notify()
+
+    def stop(self) -> None:
+        """Hand out nothing more; idle takers return ``None``."""
+        self.stopped = True
+        self._notify()
+
+    def drain_waiting(self) -> list[T]:
+        """Remove and return the items waiting for a retry."""
+        items = [entry[2] for entry in self._waiting]
+        self._waiting.clear()
+        return items
+
+    def drain_source(self) -> Iterator[T]:
+        """The items never handed out (read lazily)."""
+        source, self._source = self._source, None
+        return source if source is not None else iter(())
