@@ -67,7 +67,8 @@ def _add_job_list_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("job_list", type=Path, metavar="JOBLIST", help="CSV, JSON or JSON Lines job list")
     parser.add_argument("--format", choices=FORMATS, help="job list format (default: from the file name)")
     parser.add_argument(
-        "--name-template", default=DEFAULT_NAME_TEMPLATE,
+        "--name-template",
+        default=DEFAULT_NAME_TEMPLATE,
         help="image name for rows without imageName; fields: any column, date, run_id (default: %(default)s)",
     )
 
@@ -76,15 +77,57 @@ def _add_run_args(parser: argparse.ArgumentParser) -> None:
     d = RunOptions()
     parser.add_argument("--out", type=Path, help="run directory (default: runs/<UTC timestamp>)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out (start it if it is new)")
-    parser.add_argument("--concurrency", type=_positive_int, default=d.concurrency, help="requests in flight (default: %(default)s)")
-    parser.add_argument("--rate", type=_positive_float, default=d.rate, help="API requests per second, all actions (default: %(default)s)")
-    parser.add_argument("--backoff-base", type=_positive_float, default=d.backoff_base, help="first back-off window, seconds (default: %(default)s)")
-    parser.add_argument("--backoff-cap", type=_positive_float, default=d.backoff_cap, help="largest back-off window, seconds (default: %(default)s)")
-    parser.add_argument("--busy-timeout", type=_non_negative_float, default=d.busy_timeout, help="give up on a busy instance after this many seconds (default: %(default)s)")
-    parser.add_argument("--max-attempts", type=_positive_int, default=d.max_attempts, help="tries per job on 5xx / network errors (default: %(default)s)")
-    parser.add_argument("--grace", type=_non_negative_float, default=d.grace, help="seconds requests in flight may take to finish after SIGINT/SIGTERM (default: %(default)s)")
-    parser.add_argument("--connect-timeout", type=_positive_float, default=d.connect_timeout, help="seconds to connect (default: %(default)s)")
-    parser.add_argument("--timeout", type=_positive_float, default=d.total_timeout, help="seconds for a whole request (default: %(default)s)")
+    parser.add_argument(
+        "--concurrency", type=_positive_int, default=d.concurrency, help="requests in flight (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--rate",
+        type=_positive_float,
+        default=d.rate,
+        help="API requests per second, all actions (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--backoff-base",
+        type=_positive_float,
+        default=d.backoff_base,
+        help="first back-off window, seconds (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--backoff-cap",
+        type=_positive_float,
+        default=d.backoff_cap,
+        help="largest back-off window, seconds (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--busy-timeout",
+        type=_non_negative_float,
+        default=d.busy_timeout,
+        help="give up on a busy instance after this many seconds (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-attempts",
+        type=_positive_int,
+        default=d.max_attempts,
+        help="tries per job on 5xx / network errors (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--grace",
+        type=_non_negative_float,
+        default=d.grace,
+        help="seconds requests in flight may take to finish after SIGINT/SIGTERM (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--connect-timeout",
+        type=_positive_float,
+        default=d.connect_timeout,
+        help="seconds to connect (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=d.total_timeout,
+        help="seconds for a whole request (default: %(default)s)",
+    )
     parser.add_argument("--endpoint", help=f"API base URL (default: $ZENLAYER_ENDPOINT or {DEFAULT_ENDPOINT})")
     parser.add_argument("--seed", type=int, help="seed of the back-off jitter (for reproducible tests)")
     parser.add_argument("--quiet", action="store_true", help="no progress display")
@@ -96,21 +139,33 @@ def _add_fake_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     parser.add_argument("--port", type=int, default=0, help="port (default: any free port)")
     fleet = parser.add_mutually_exclusive_group()
-    fleet.add_argument("--fleet", type=Path, metavar="JOBLIST", help="instances from a job list (fake-only columns apply)")
+    fleet.add_argument(
+        "--fleet", type=Path, metavar="JOBLIST", help="instances from a job list (fake-only columns apply)"
+    )
     fleet.add_argument("--instances", type=int, default=0, help="generate N STOPPED instances 1000000000000000001...")
     parser.add_argument("--busy-fraction", type=_fraction, default=0.0, help="with --instances: share busy at start")
-    parser.add_argument("--busy-max-seconds", type=_non_negative_float, default=0.0, help="with --instances: busy up to this long")
-    parser.add_argument("--gpu-fraction", type=_fraction, default=0.0, help="with --instances: share that are GPU instances")
+    parser.add_argument(
+        "--busy-max-seconds", type=_non_negative_float, default=0.0, help="with --instances: busy up to this long"
+    )
+    parser.add_argument(
+        "--gpu-fraction", type=_fraction, default=0.0, help="with --instances: share that are GPU instances"
+    )
     parser.add_argument("--rate-limit", type=_positive_float, help="requests per second before 429 (default: none)")
     parser.add_argument("--burst", type=_positive_float, help="token-bucket size (default: one second of --rate-limit)")
     parser.add_argument("--latency", type=_non_negative_float, default=0.0, help="seconds added to every answer")
     parser.add_argument("--error-rate", type=_fraction, default=0.0, help="share of requests answered 503")
-    parser.add_argument("--lost-response-rate", type=_fraction, default=0.0, help="share of CreateImage answers dropped after commit")
-    parser.add_argument("--image-ready-seconds", type=_non_negative_float, default=2.0, help="time an image stays CREATING")
+    parser.add_argument(
+        "--lost-response-rate", type=_fraction, default=0.0, help="share of CreateImage answers dropped after commit"
+    )
+    parser.add_argument(
+        "--image-ready-seconds", type=_non_negative_float, default=2.0, help="time an image stays CREATING"
+    )
     parser.add_argument("--quota", type=int, help="custom-image quota (default: none)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the fault dice")
     parser.add_argument("--access-key-id", default=DEFAULT_ACCESS_KEY_ID, help="accepted key id (default: %(default)s)")
-    parser.add_argument("--access-key-secret", default=DEFAULT_ACCESS_KEY_SECRET, help="its secret (default: %(default)s)")
+    parser.add_argument(
+        "--access-key-secret", default=DEFAULT_ACCESS_KEY_SECRET, help="its secret (default: %(default)s)"
+    )
     parser.add_argument("--token", default=DEFAULT_TOKEN, help="accepted bearer token (default: %(default)s)")
 
 
@@ -203,15 +258,29 @@ def _cmd_run(args: argparse.Namespace) -> int:
     parse_endpoint(endpoint)
     credentials = credentials_from_env()
     options = RunOptions(
-        concurrency=args.concurrency, rate=args.rate, backoff_base=args.backoff_base, backoff_cap=args.backoff_cap,
-        busy_timeout=args.busy_timeout, max_attempts=args.max_attempts, grace=args.grace,
-        connect_timeout=args.connect_timeout, total_timeout=args.timeout, name_template=args.name_template,
-        fmt=args.format, resume=args.resume, seed=args.seed,
+        concurrency=args.concurrency,
+        rate=args.rate,
+        backoff_base=args.backoff_base,
+        backoff_cap=args.backoff_cap,
+        busy_timeout=args.busy_timeout,
+        max_attempts=args.max_attempts,
+        grace=args.grace,
+        connect_timeout=args.connect_timeout,
+        total_timeout=args.timeout,
+        name_template=args.name_template,
+        fmt=args.format,
+        resume=args.resume,
+        seed=args.seed,
     )
     out = args.out or Path("runs") / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     run = Run(
-        args.job_list, out, options, credentials=credentials, endpoint=endpoint,
-        progress=None if args.quiet else ProgressPrinter(), handle_signals=True,
+        args.job_list,
+        out,
+        options,
+        credentials=credentials,
+        endpoint=endpoint,
+        progress=None if args.quiet else ProgressPrinter(),
+        handle_signals=True,
     )
     outcome = anyio.run(run.execute)
     print(render_summary(outcome))

@@ -10,7 +10,6 @@ after it ends), so a paginated listing is limited and counted like any other cal
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -128,12 +127,8 @@ class ZecClient:
 
     async def __aenter__(self) -> Self:
         # TLS verification stays on: the connector's default ssl context verifies.
-        connector = aiohttp.TCPConnector(
-            limit=self._pool_size, limit_per_host=self._pool_size, keepalive_timeout=30
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector, timeout=self._timeout, raise_for_status=False
-        )
+        connector = aiohttp.TCPConnector(limit=self._pool_size, limit_per_host=self._pool_size, keepalive_timeout=30)
+        self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, raise_for_status=False)
         return self
 
     async def __aexit__(
@@ -202,24 +197,29 @@ class ZecClient:
                     mitigated = resp.headers.get("cf-mitigated", "")
             except aiohttp.ClientConnectorCertificateError as exc:
                 raise FatalRunError(
-                    "TLS_ERROR", f"TLS certificate verification failed for {self._url.host}: {exc.certificate_error}",
+                    "TLS_ERROR",
+                    f"TLS certificate verification failed for {self._url.host}: {exc.certificate_error}",
                     action=action,
                 ) from exc
             except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
                 raise ConnectError(
-                    "NETWORK_ERROR", f"cannot connect to {self._url.host}: {type(exc).__name__}",
+                    "NETWORK_ERROR",
+                    f"cannot connect to {self._url.host}: {type(exc).__name__}",
                     action=action,
                 ) from exc
-            except (TimeoutError, asyncio.TimeoutError) as exc:
+            except TimeoutError as exc:
                 raise AmbiguousError(
-                    "NETWORK_ERROR", "timed out waiting for the answer; the request may have been applied",
-                    status=status, action=action,
+                    "NETWORK_ERROR",
+                    "timed out waiting for the answer; the request may have been applied",
+                    status=status,
+                    action=action,
                 ) from exc
             except aiohttp.ClientError as exc:
                 raise AmbiguousError(
                     "NETWORK_ERROR",
                     f"connection lost ({type(exc).__name__}); the request may have been applied",
-                    status=status, action=action,
+                    status=status,
+                    action=action,
                 ) from exc
             result = _parse(action, status, raw, mitigated)
         except ApiError as err:
@@ -261,8 +261,11 @@ class ZecClient:
         image_id = answer.data.get("imageId")
         if not isinstance(image_id, str) or not image_id:
             raise AmbiguousError(
-                "MALFORMED_RESPONSE", "CreateImage answered 200 without an imageId",
-                status=answer.status, request_id=answer.request_id, action="CreateImage",
+                "MALFORMED_RESPONSE",
+                "CreateImage answered 200 without an imageId",
+                status=answer.status,
+                request_id=answer.request_id,
+                action="CreateImage",
             )
         name = answer.data.get("imageName")
         return CreatedImage(image_id, name if isinstance(name, str) else image_name, answer.request_id)
@@ -315,9 +318,7 @@ class ZecClient:
         """
         statuses: dict[str, str] = {}
         for chunk in _chunks(instance_ids):
-            answer = await self.call(
-                "DescribeInstancesStatus", {"instanceIds": chunk, "pageSize": MAX_IDS_PER_CALL}
-            )
+            answer = await self.call("DescribeInstancesStatus", {"instanceIds": chunk, "pageSize": MAX_IDS_PER_CALL})
             data_set, _ = _listing(answer, "DescribeInstancesStatus")
             for item in data_set:
                 if isinstance(item.get("instanceId"), str):
@@ -336,9 +337,7 @@ class ZecClient:
             failed += _id_list(answer, "instanceIds", "StartInstances")
         return failed
 
-    async def stop_instances(
-        self, instance_ids: Sequence[str], *, force_shutdown: bool | None = None
-    ) -> list[str]:
+    async def stop_instances(self, instance_ids: Sequence[str], *, force_shutdown: bool | None = None) -> list[str]:
         """Power off instances, 100 a call; returns the ids that failed to stop.
 
         Args:
@@ -372,8 +371,11 @@ def _parse(action: str, status: int, raw: bytes, mitigated: str) -> ApiResponse:
         response = doc.get("response")
         if not isinstance(response, dict):
             raise AmbiguousError(
-                "MALFORMED_RESPONSE", "HTTP 200 without a 'response' object in the envelope",
-                status=status, request_id=request_id, action=action,
+                "MALFORMED_RESPONSE",
+                "HTTP 200 without a 'response' object in the envelope",
+                status=status,
+                request_id=request_id,
+                action=action,
             )
         return ApiResponse(response, request_id or _str_or_none(response.get("requestId")), status)
     code = doc.get("code")
@@ -391,7 +393,9 @@ def _unreadable(action: str, status: int, raw: bytes, mitigated: str) -> ApiErro
     snippet = raw[:80].decode("utf-8", "replace").replace("\n", " ")
     text = f"HTTP {status} with a body that is not a JSON envelope: {snippet!r}"
     if status == 403 and mitigated == "challenge":
-        return FatalRunError("SECURITY_CHALLENGE", "blocked by the edge security challenge", status=status, action=action)
+        return FatalRunError(
+            "SECURITY_CHALLENGE", "blocked by the edge security challenge", status=status, action=action
+        )
     if status == 451:
         return FatalRunError("REQUEST_BLOCKED", "request blocked (HTTP 451)", status=status, action=action)
     if status == 429:
@@ -413,8 +417,11 @@ def _listing(answer: ApiResponse, action: str) -> tuple[list[dict[str, Any]], in
         data_set = []
     if not isinstance(data_set, list) or not all(isinstance(i, dict) for i in data_set):
         raise AmbiguousError(
-            "MALFORMED_RESPONSE", f"{action} answered a 'dataSet' that is not a list of objects",
-            status=answer.status, request_id=answer.request_id, action=action,
+            "MALFORMED_RESPONSE",
+            f"{action} answered a 'dataSet' that is not a list of objects",
+            status=answer.status,
+            request_id=answer.request_id,
+            action=action,
         )
     if not isinstance(total, int):
         total = len(data_set)
@@ -425,7 +432,10 @@ def _id_list(answer: ApiResponse, key: str, action: str) -> list[str]:
     ids = answer.data.get(key) or []
     if not isinstance(ids, list):
         raise AmbiguousError(
-            "MALFORMED_RESPONSE", f"{action} answered a '{key}' that is not a list",
-            status=answer.status, request_id=answer.request_id, action=action,
+            "MALFORMED_RESPONSE",
+            f"{action} answered a '{key}' that is not a list",
+            status=answer.status,
+            request_id=answer.request_id,
+            action=action,
         )
     return [str(i) for i in ids]

@@ -30,7 +30,7 @@ def demo_fleet_path() -> Path:
     raise FileNotFoundError(msg)
 
 
-async def run_demo(out: Path | None = None, quiet: bool = False) -> int:  # noqa: FBT001, FBT002
+async def run_demo(out: Path | None = None, quiet: bool = False) -> int:
     """Run the demo; 0 when every job was accounted for and no image was duplicated."""
     fleet = demo_fleet_path()
     instances = fleet_from_job_list(fleet)
@@ -48,8 +48,13 @@ async def run_demo(out: Path | None = None, quiet: bool = False) -> int:  # noqa
         credentials = Credentials(config.access_key_id, config.access_key_secret)
         options = RunOptions(concurrency=8, rate=20, backoff_base=0.5, backoff_cap=4, busy_timeout=60, seed=1)
         run = Run(
-            fleet, out, options, credentials=credentials, endpoint=fake.url,
-            progress=None if quiet else ProgressPrinter(), handle_signals=True,
+            fleet,
+            out,
+            options,
+            credentials=credentials,
+            endpoint=fake.url,
+            progress=None if quiet else ProgressPrinter(),
+            handle_signals=True,
         )
         outcome = await run.execute()
         seen = fake.inspect()
@@ -60,6 +65,8 @@ async def run_demo(out: Path | None = None, quiet: bool = False) -> int:  # noqa
     if duplicates or not accounted:
         print("demo FAILED: duplicate images or jobs not accounted for", file=sys.stderr)
         return 1
-    print("demo OK: every job accounted for once, no duplicate image "
-          "(failed jobs above are the fleet's GPU, missing and running instances)")
+    print(
+        "demo OK: every job accounted for once, no duplicate image "
+        "(failed jobs above are the fleet's GPU, missing and running instances)"
+    )
     return 0

@@ -179,9 +179,7 @@ class _TimedOutError(TransientServerError):
     may_have_committed = True
 
 
-def error_from_response(
-    status: int, code: str, message: str, request_id: str | None, action: str | None
-) -> ApiError:
+def error_from_response(status: int, code: str, message: str, request_id: str | None, action: str | None) -> ApiError:
     """Map an API error envelope to the class the scheduler acts on.
 
     Args:

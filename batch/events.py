@@ -7,7 +7,8 @@ body. Each run gets its own logger writing to its own file: no global structlog 
 from __future__ import annotations
 
 import time
-from typing import IO, Any
+from collections.abc import MutableMapping
+from typing import Any, TextIO
 
 import structlog
 
@@ -33,7 +34,7 @@ JOB_ENDED = "job.ended"
 THROTTLE_DECREASED = "throttle.decreased"
 
 
-def _add_time(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+def _add_time(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     event["ts"] = round(time.time(), 6)
     return event
 
@@ -45,7 +46,7 @@ class EventLog:
         stream: an open text file (line-buffered writes are not needed: it is flushed on close).
     """
 
-    def __init__(self, stream: IO[str]) -> None:
+    def __init__(self, stream: TextIO) -> None:
         self._stream = stream
         self.log = structlog.wrap_logger(
             structlog.WriteLogger(stream),

@@ -224,7 +224,9 @@ class JournalWriter:
 
     async def intent(self, job: Job) -> None:
         """Record that CreateImage may be sent for ``job``; returns when that is durable."""
-        done = self._submit(encode_record({"type": "intent", "instanceId": job.instance_id, "imageName": job.image_name}))
+        done = self._submit(
+            encode_record({"type": "intent", "instanceId": job.instance_id, "imageName": job.image_name})
+        )
         await done.wait()
 
     def result(self, result: JobResult) -> None:

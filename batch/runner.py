@@ -225,10 +225,11 @@ class Run:
         listed: set[str] = set()
         for job in jobs:
             listed.add(job.instance_id)
-            for kind, names in (("started", state.intents), ("finished", state.results)):
-                before = names.get(job.instance_id)
-                if kind == "finished" and before is not None:
-                    before = before["imageName"]
+            finished = state.results.get(job.instance_id)
+            for kind, before in (
+                ("started", state.intents.get(job.instance_id)),
+                ("finished", finished["imageName"] if finished else None),
+            ):
                 if before is not None and before != job.image_name:
                     msg = (
                         f"{jobs.path}:{job.line}: instance {job.instance_id} was {kind} in this run as image "
@@ -276,7 +277,9 @@ class Run:
             st.attempts += 1
             if record.request_id:
                 st.request_ids.append(record.request_id)
-            fields.update(instanceId=st.job.instance_id, attempt=st.attempts, limiterWaitSeconds=round(st.limiter_wait, 6))
+            fields.update(
+                instanceId=st.job.instance_id, attempt=st.attempts, limiterWaitSeconds=round(st.limiter_wait, 6)
+            )
             st.limiter_wait = 0.0
         self.events.log.info(ATTEMPT, **fields)
 
@@ -302,12 +305,17 @@ class Run:
                 attempt += 1
                 if attempt >= self.options.max_attempts:
                     raise FatalRunError(
-                        err.code, f"could not list existing images after {attempt} attempts: {err.message}",
-                        status=err.status, request_id=err.request_id, action=err.action,
+                        err.code,
+                        f"could not list existing images after {attempt} attempts: {err.message}",
+                        status=err.status,
+                        request_id=err.request_id,
+                        action=err.action,
                     ) from err
                 if isinstance(err, ThrottledError):
                     self.meter.throttle.on_throttled()
-                await anyio.sleep(full_jitter(attempt, base=self.options.backoff_base, cap=self.options.backoff_cap, rng=self.rng))
+                await anyio.sleep(
+                    full_jitter(attempt, base=self.options.backoff_base, cap=self.options.backoff_cap, rng=self.rng)
+                )
 
     # ----- jobs ------------------------------------------------------------------------------
 
@@ -318,8 +326,15 @@ class Run:
             sent = job.instance_id in self._intents
             yield _JobState(job, reconcile=sent, resumed_intent=sent, intent_written=sent)
 
-    def _finish(self, st: _JobState, status: Status, *, image_id: str | None = None,
-                error: ApiError | None = None, reason: str | None = None) -> None:
+    def _finish(
+        self,
+        st: _JobState,
+        status: Status,
+        *,
+        image_id: str | None = None,
+        error: ApiError | None = None,
+        reason: str | None = None,
+    ) -> None:
         now = time.time()
         result = JobResult(
             instance_id=st.job.instance_id,
@@ -339,8 +354,12 @@ class Run:
         if error is not None:
             self.error_codes[error.code] += 1
         self.events.log.info(
-            JOB_ENDED, instanceId=st.job.instance_id, status=status.value, imageId=image_id,
-            code=error.code if error else None, attempts=st.attempts,
+            JOB_ENDED,
+            instanceId=st.job.instance_id,
+            status=status.value,
+            imageId=image_id,
+            code=error.code if error else None,
+            attempts=st.attempts,
         )
 
     async def _worker(self) -> None:
@@ -438,7 +457,10 @@ class Run:
             delay = full_jitter(st.failures - 1, base=opts.backoff_base, cap=opts.backoff_cap, rng=self.rng)
         self.retries += 1
         self.events.log.info(
-            RETRY_SCHEDULED, instanceId=st.job.instance_id, code=err.code, backoffSeconds=round(delay, 3),
+            RETRY_SCHEDULED,
+            instanceId=st.job.instance_id,
+            code=err.code,
+            backoffSeconds=round(delay, 3),
             reconcile=st.reconcile,
         )
         self.dispatcher.retry_at(st, now + delay)
@@ -534,14 +556,20 @@ class Run:
                 previous, code = {}, (EXIT_FAILED if self.by_status.get("failed") else EXIT_OK)
             return RunOutcome(code, previous, self.directory.path)
         self.events = EventLog(self.directory.file(EVENTS_FILE).open("a", encoding="utf-8"))
-        self.events.log.info(RUN_STARTED, runId=header["runId"], jobs=self.total_jobs, resumed=bool(self._done_ids or self._intents))
+        self.events.log.info(
+            RUN_STARTED, runId=header["runId"], jobs=self.total_jobs, resumed=bool(self._done_ids or self._intents)
+        )
         self.meter = RateMeter(self.options.rate)
         self.writer = JournalWriter(self.directory)
         self.dispatcher: Dispatcher[_JobState] = Dispatcher(self._source(jobs))
         client = ZecClient(
-            self.endpoint, self.credentials, pool_size=self.options.concurrency,
-            connect_timeout=self.options.connect_timeout, total_timeout=self.options.total_timeout,
-            gate=self._gate, observer=self._observe,
+            self.endpoint,
+            self.credentials,
+            pool_size=self.options.concurrency,
+            connect_timeout=self.options.connect_timeout,
+            total_timeout=self.options.total_timeout,
+            gate=self._gate,
+            observer=self._observe,
         )
         try:
             async with client, anyio.create_task_group() as outer:

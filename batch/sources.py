@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import csv
 import difflib
+import itertools
 import json
 import re
 from array import array
@@ -315,7 +316,9 @@ class JobList:
                 pairs.append((key, value))
         elif isinstance(raw, list):
             for item in raw:
-                if not (isinstance(item, dict) and isinstance(item.get("key"), str) and isinstance(item.get("value"), str)):
+                if not (
+                    isinstance(item, dict) and isinstance(item.get("key"), str) and isinstance(item.get("value"), str)
+                ):
                     problems.append(f'{where}: each list item must be {{"key": "...", "value": "..."}}')
                     continue
                 pairs.append((item["key"], item["value"]))
@@ -434,7 +437,7 @@ class _HashSet:
         found: set[int] = set()
         for bucket in self._buckets:
             ordered = sorted(bucket)
-            found.update(a for a, b in zip(ordered, ordered[1:], strict=False) if a == b)
+            found.update(a for a, b in itertools.pairwise(ordered) if a == b)
         return found
 
 
@@ -521,9 +524,9 @@ class _JsonScanner:
                 if self._expect(",}") == "}":
                     break
             if not saw_jobs:
-                raise self._fail("field 'jobs' is missing; expected {\"defaults\": {...}, \"jobs\": [...]}", 0)
+                raise self._fail('field \'jobs\' is missing; expected {"defaults": {...}, "jobs": [...]}', 0)
         else:
-            raise self._fail("a JSON job list must be an array of jobs or {\"defaults\": ..., \"jobs\": [...]}")
+            raise self._fail('a JSON job list must be an array of jobs or {"defaults": ..., "jobs": [...]}')
         self._skip()
         if self.pos < len(self.text):
             raise self._fail("extra text after the end of the JSON document")

@@ -21,14 +21,23 @@ def build_fake(args: argparse.Namespace) -> FakeZenlayer:
         instances = fleet_from_job_list(args.fleet)
     else:
         instances = fleet_from_count(
-            args.instances, busy_fraction=args.busy_fraction, busy_max_seconds=args.busy_max_seconds,
-            gpu_fraction=args.gpu_fraction, seed=args.seed,
+            args.instances,
+            busy_fraction=args.busy_fraction,
+            busy_max_seconds=args.busy_max_seconds,
+            gpu_fraction=args.gpu_fraction,
+            seed=args.seed,
         )
     cloud = FakeCloud(instances, image_ready_seconds=args.image_ready_seconds, image_quota=args.quota)
     config = FakeConfig(
-        access_key_id=args.access_key_id, access_key_secret=args.access_key_secret, tokens=frozenset({args.token}),
-        rate_limit=args.rate_limit, burst=args.burst, latency=args.latency, error_rate=args.error_rate,
-        lost_response_rate=args.lost_response_rate, seed=args.seed,
+        access_key_id=args.access_key_id,
+        access_key_secret=args.access_key_secret,
+        tokens=frozenset({args.token}),
+        rate_limit=args.rate_limit,
+        burst=args.burst,
+        latency=args.latency,
+        error_rate=args.error_rate,
+        lost_response_rate=args.lost_response_rate,
+        seed=args.seed,
     )
     return FakeZenlayer(cloud, config)
 

@@ -123,7 +123,7 @@ def describe_instances_status(cloud: FakeCloud, params: dict[str, Any]) -> dict[
     }
 
 
-def _power(on: bool) -> Handler:  # noqa: FBT001
+def _power(on: bool) -> Handler:
     def handler(cloud: FakeCloud, params: dict[str, Any]) -> dict[str, Any]:
         ids = _id_list(params, "instanceIds", required=True) or []
         error = cloud.power_error(ids, on=on)
@@ -142,4 +142,3 @@ HANDLERS: dict[str, Handler] = {
     "StartInstances": _power(True),
     "StopInstances": _power(False),
 }
-

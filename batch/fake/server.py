@@ -120,9 +120,7 @@ class FakeZenlayer:
             msg = f"unknown script outcome(s) {sorted(unknown)}; known: {sorted(SCRIPT_OUTCOMES)}"
             raise ValueError(msg)
         rate = self.config.rate_limit
-        self._bucket = (
-            _TokenBucket(rate, self.config.burst or max(1.0, rate), self.cloud.clock) if rate else None
-        )
+        self._bucket = _TokenBucket(rate, self.config.burst or max(1.0, rate), self.cloud.clock) if rate else None
         self._runner: web.AppRunner | None = None
         self.url = ""
 
@@ -141,7 +139,7 @@ class FakeZenlayer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, reuse_address=True)
         await site.start()
-        server = site._server  # noqa: SLF001 - aiohttp has no public accessor for the bound port
+        server = site._server
         assert server is not None
         sock_port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
         self.url = f"http://{host}:{sock_port}"

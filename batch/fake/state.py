@@ -14,12 +14,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from .errors import (
+    FakeApiError,
     GpuNotSupported,
     ImageQuotaExceeded,
     InstanceInOperation,
     InstanceNotFound,
     InstanceStatusNotSupported,
-    FakeApiError,
 )
 
 __all__ = ["FakeCloud", "FakeImage", "FakeInstance"]
