@@ -202,7 +202,8 @@ class JobList:
             else:
                 problems.append(f"{self._where(line, name)}: unknown column{_did_you_mean(name)}")
         if "instanceId" not in seen:
-            problems.append(f"{self._where(line, 'instanceId')}: required column is missing from the header")
+            # Without it no row means anything: stop here rather than repeat it on every row.
+            raise _FileProblem(f"{self._where(line, 'instanceId')}: required column is missing from the header")
         return usable
 
     def _jsonl_rows(self) -> Iterator[_Row]:
@@ -240,12 +241,17 @@ class JobList:
     # ----- checking --------------------------------------------------------------------------
 
     def _job(self, row: _Row, problems: list[str]) -> Job | None:
+        return self._check_row(row, problems)[0]
+
+    def _check_row(self, row: _Row, problems: list[str]) -> tuple[Job | None, str, str]:
+        """The row's job (``None`` when it has a problem), and its instance id and image name so
+        far as they could be read (duplicates are found even on rows with other problems)."""
         fields = row.fields
         line = row.line
         if _NOT_OBJECT in fields:
             kind = type(fields[_NOT_OBJECT]).__name__
             problems.append(f"{self._where(line)}: a job must be an object, not {kind}")
-            return None
+            return None, "", ""
         before = len(problems)
         if self.fmt != "csv":
             for key in fields:
@@ -255,6 +261,7 @@ class JobList:
         instance_id = self._string(fields, "instanceId", line, problems, required=True)
         if instance_id and not _INSTANCE_ID_RE.fullmatch(instance_id):
             problems.append(f"{self._where(line, 'instanceId')}: {instance_id!r} is not an instance id")
+            instance_id = ""
         group = self._string(fields, "resourceGroupId", line, problems) or None
         tags = self._tags(fields, line, problems)
         name = self._string(fields, "imageName", line, problems)
@@ -273,8 +280,9 @@ class JobList:
                 problems.append(f"{self._where(line, 'imageName')}: {problem}{origin}")
         fake = {k: str(fields[k]) for k in FAKE_COLUMNS if fields.get(k) not in (None, "")}
         if len(problems) > before or not instance_id or not name:
-            return None
-        return Job(line=line, instance_id=instance_id, image_name=name, resource_group_id=group, tags=tags, fake=fake)
+            return None, instance_id, name
+        job = Job(line=line, instance_id=instance_id, image_name=name, resource_group_id=group, tags=tags, fake=fake)
+        return job, instance_id, name
 
     def _string(
         self, fields: Mapping[str, Any], key: str, line: int, problems: list[str], *, required: bool = False
@@ -345,12 +353,12 @@ class JobList:
         names = _HashSet()
         try:
             for row in self._rows(result.problems):
-                job = self._job(row, result.problems)
-                if job is None:
-                    continue
-                result.jobs += 1
-                ids.add(job.instance_id)
-                names.add(job.image_name)
+                job, instance_id, name = self._check_row(row, result.problems)
+                result.jobs += job is not None
+                if instance_id:
+                    ids.add(instance_id)
+                if name:
+                    names.add(name)
         except _FileProblem as exc:
             result.problems.append(str(exc))
             return result
@@ -365,25 +373,24 @@ class JobList:
         first_id: dict[str, int] = {}
         first_name: dict[str, int] = {}
         for row in self._rows([]):
-            job = self._job(row, [])
-            if job is None:
-                continue
-            if _hash(job.instance_id) in dup_ids:
-                if job.instance_id in first_id:
+            _, instance_id, name = self._check_row(row, [])
+            line = row.line
+            if instance_id and _hash(instance_id) in dup_ids:
+                if instance_id in first_id:
                     problems.append(
-                        f"{self._where(job.line, 'instanceId')}: duplicate instanceId {job.instance_id!r} "
-                        f"(first at line {first_id[job.instance_id]})"
+                        f"{self._where(line, 'instanceId')}: duplicate instanceId {instance_id!r} "
+                        f"(first at line {first_id[instance_id]})"
                     )
                 else:
-                    first_id[job.instance_id] = job.line
-            if _hash(job.image_name) in dup_names:
-                if job.image_name in first_name:
+                    first_id[instance_id] = line
+            if name and _hash(name) in dup_names:
+                if name in first_name:
                     problems.append(
-                        f"{self._where(job.line, 'imageName')}: duplicate image name {job.image_name!r} "
-                        f"(first at line {first_name[job.image_name]}); each job needs its own name"
+                        f"{self._where(line, 'imageName')}: duplicate image name {name!r} "
+                        f"(first at line {first_name[name]}); each job needs its own name"
                     )
                 else:
-                    first_name[job.image_name] = job.line
+                    first_name[name] = line
 
     def __iter__(self) -> Iterator[Job]:
         """Yield the jobs in file order. Call :meth:`validate` first: bad rows are an error here."""
