@@ -227,8 +227,8 @@ class Run:
             listed.add(job.instance_id)
             finished = state.results.get(job.instance_id)
             for kind, before in (
-                ("started", state.intents.get(job.instance_id)),
                 ("finished", finished["imageName"] if finished else None),
+                ("started", state.intents.get(job.instance_id)),
             ):
                 if before is not None and before != job.image_name:
                     msg = (

@@ -1,0 +1,153 @@
+"""Scheduling pieces: back-off, the adaptive throttle, the dispatcher, and the no-burst rate limit."""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+from batch.runner import Run, RunOptions
+from batch.scheduling import AdaptiveThrottle, Dispatcher, RateMeter, full_jitter
+
+from .conftest import CREDS, FakeFactory, instances, write_csv
+
+
+class Clock:
+    """A hand-moved clock."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_full_jitter_stays_in_window() -> None:
+    """Delays are within [0, min(cap, base * 2**n)] and use the whole window."""
+    rng = random.Random(1)
+    for attempt, window in [(0, 1.0), (1, 2.0), (3, 8.0), (10, 30.0), (500, 30.0)]:
+        delays = [full_jitter(attempt, base=1.0, cap=30.0, rng=rng) for _ in range(500)]
+        assert all(0 <= d <= window for d in delays)
+        assert max(delays) > window * 0.9
+
+
+def test_throttle_decreases_once_per_burst_and_recovers() -> None:
+    """A burst of 429s lowers the rate once; quiet time brings it back to the ceiling."""
+    clock = Clock()
+    throttle = AdaptiveThrottle(100.0, clock=clock)
+    assert throttle.delay() == 0.0
+    for _ in range(10):
+        throttle.on_throttled()
+    assert throttle.rate == pytest.approx(85.0)
+    assert throttle.decreases == 1
+    clock.now += 1.5
+    throttle.on_throttled()
+    assert throttle.decreases == 2
+    assert throttle.rate < 85.0
+    clock.now += 60
+    assert throttle.rate == 100.0
+
+
+def test_throttle_spaces_requests_below_ceiling() -> None:
+    """Below the ceiling, successive slots are 1/rate apart."""
+    clock = Clock()
+    throttle = AdaptiveThrottle(10.0, clock=clock, increase=0.0)
+    throttle.on_throttled()
+    rate = throttle.rate
+    delays = [throttle.delay() for _ in range(3)]
+    assert delays == pytest.approx([0.0, 1 / rate, 2 / rate])
+
+
+def test_throttle_never_below_floor() -> None:
+    """Repeated decreases stop at the floor."""
+    clock = Clock()
+    throttle = AdaptiveThrottle(10.0, floor=2.0, clock=clock, increase=0.0)
+    for _ in range(50):
+        clock.now += 2
+        throttle.on_throttled()
+    assert throttle.rate == 2.0
+
+
+@pytest.mark.anyio
+async def test_dispatcher_prefers_due_retries_and_ends_when_idle() -> None:
+    """Due retries come before new items; take() returns None once everything is given back."""
+    clock = Clock()
+    dispatcher: Dispatcher[str] = Dispatcher(iter(["a", "b", "c"]), clock=clock)
+    assert await dispatcher.take() == "a"
+    dispatcher.retry_at("a", clock.now - 1)
+    assert await dispatcher.take() == "a"
+    dispatcher.done()
+    assert await dispatcher.take() == "b"
+    dispatcher.done()
+    assert await dispatcher.take() == "c"
+    dispatcher.done()
+    assert await dispatcher.take() is None
+
+
+@pytest.mark.anyio
+async def test_dispatcher_waits_for_retry_time() -> None:
+    """With only a future retry left, take() waits for it instead of ending."""
+    dispatcher: Dispatcher[str] = Dispatcher(iter(["a"]))
+    assert await dispatcher.take() == "a"
+    dispatcher.retry_at("a", time.monotonic() + 0.05)
+    assert dispatcher.waiting == 1
+    assert await dispatcher.take() == "a"
+    dispatcher.done()
+    assert await dispatcher.take() is None
+
+
+@pytest.mark.anyio
+async def test_dispatcher_stop_releases_waiters() -> None:
+    """stop() makes idle takers return None and keeps unstarted items for the caller."""
+    dispatcher: Dispatcher[str] = Dispatcher(iter(["a", "b"]))
+    assert await dispatcher.take() == "a"
+    dispatcher.retry_at("a", time.monotonic() + 100)
+    got: list[str | None] = []
+
+    async def taker() -> None:
+        got.append(await dispatcher.take())
+
+    async with anyio.create_task_group() as tg:
+        dispatcher._source = None  # only the far-future retry is left
+        tg.start_soon(taker)
+        await anyio.sleep(0.01)
+        dispatcher.stop()
+    assert got == [None]
+    assert dispatcher.drain_waiting() == ["a"]
+
+
+@pytest.mark.anyio
+async def test_rate_meter_has_no_first_second_burst() -> None:
+    """At 20/s the meter lets at most 20 acquisitions through in the first second (no bucket burst)."""
+    meter = RateMeter(20)
+    start = anyio.current_time()
+    times = []
+    with anyio.move_on_after(1.2):
+        while True:
+            await meter.acquire()
+            times.append(anyio.current_time() - start)
+    assert sum(1 for t in times if t < 1.0) <= 20
+
+
+@pytest.mark.anyio
+async def test_run_never_exceeds_rate_in_any_second(tmp_path: Path, make_fake: FakeFactory) -> None:
+    """Seen from the server, a --rate 25 run never sends more than 25 requests in any 1-second window."""
+    ids = [f"i-{n}" for n in range(60)]
+    fake = await make_fake(instances(*ids))
+    stamps: list[float] = []
+    original = fake._dispatch
+
+    def recording(request, body, action):  # type: ignore[no-untyped-def]
+        stamps.append(time.monotonic())
+        return original(request, body, action)
+
+    fake._dispatch = recording  # type: ignore[method-assign]
+    job_list = write_csv(tmp_path / "jobs.csv", ids)
+    opts = RunOptions(rate=25, concurrency=16, seed=1)
+    outcome = await Run(job_list, tmp_path / "run", opts, credentials=CREDS, endpoint=fake.url).execute()
+    assert outcome.exit_code == 0
+    worst = max(sum(1 for t in stamps if s <= t < s + 1.0) for s in stamps)
+    assert worst <= 26  # 25 per second; one more where a window's edges both hold a request
