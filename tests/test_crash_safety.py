@@ -141,7 +141,7 @@ def test_sigkill_at_random_points_then_resume(tmp_path: Path, fake_factory: Any)
         proc.communicate(timeout=30)
     assert kills >= 3, "the run finished before it could be killed often enough"
     final = start_run(job_list, out, fake.url, "--rate", "300")
-    stdout, stderr = final.communicate(timeout=120)
+    _stdout, stderr = final.communicate(timeout=120)
     assert final.returncode == 0, stderr
     results = results_of(out)
     assert len(results) == count
