@@ -24,6 +24,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,11 +43,15 @@ RESULTS_FILE = "results.jsonl"
 EVENTS_FILE = "events.jsonl"
 SUMMARY_FILE = "summary.json"
 LOCK_FILE = ".lock"
+_SAFE = re.compile(r"[A-Za-z0-9._:-]+")
 
 
 def encode_record(record: dict[str, Any]) -> bytes:
     """One journal line: CRC32 of the JSON text, a space, the JSON text, a newline."""
-    text = json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode()
+    return _frame(json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def _frame(text: bytes) -> bytes:
     return b"%08x %s\n" % (zlib.crc32(text), text)
 
 
@@ -127,6 +132,7 @@ class RunDirectory:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock_fd: int | None = None
+        self._created = False
 
     def file(self, name: str) -> Path:
         """Path of one of the run's files."""
@@ -139,6 +145,7 @@ class RunDirectory:
 
     def lock(self) -> None:
         """Take the directory's lock, or fail naming the process that holds it."""
+        self._created = not self.path.exists()
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -159,12 +166,16 @@ class RunDirectory:
         self._lock_fd = fd
 
     def unlock(self) -> None:
-        """Release the lock."""
+        """Release the lock; remove the directory again if this process made it and no run started."""
         if self._lock_fd is not None:
             with contextlib.suppress(OSError):
                 os.ftruncate(self._lock_fd, 0)
             os.close(self._lock_fd)
             self._lock_fd = None
+            if self._created and not self.exists:
+                with contextlib.suppress(OSError):
+                    self.file(LOCK_FILE).unlink()
+                    self.path.rmdir()
 
     def read_header(self) -> dict[str, Any]:
         """The run's ``run.json``."""
@@ -194,6 +205,18 @@ class RunDirectory:
         write_atomic(self.file(JOURNAL_FILE), b"".join(out))
 
 
+def _intent_record(job: Job) -> bytes:
+    # Ids and names were validated to plain ASCII letters, digits and ._:- so they need no JSON
+    # escaping; anything else goes through json.dumps.
+    if _SAFE.fullmatch(job.instance_id) and _SAFE.fullmatch(job.image_name):
+        text = b'{"type":"intent","instanceId":"%s","imageName":"%s"}' % (
+            job.instance_id.encode(),
+            job.image_name.encode(),
+        )
+        return _frame(text)
+    return encode_record({"type": "intent", "instanceId": job.instance_id, "imageName": job.image_name})
+
+
 class JournalWriter:
     """Appends journal and result records with grouped fsync.
 
@@ -202,9 +225,11 @@ class JournalWriter:
 
     Args:
         directory: the (locked) run directory.
+        result_delay: longest time a result waits for company before its group is synced.
     """
 
-    def __init__(self, directory: RunDirectory) -> None:
+    def __init__(self, directory: RunDirectory, *, result_delay: float = 0.02) -> None:
+        self.result_delay = result_delay
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
         self._journal_fd = os.open(directory.file(JOURNAL_FILE), flags, 0o644)
         self._results_fd = os.open(directory.file(RESULTS_FILE), flags, 0o644)
@@ -213,6 +238,7 @@ class JournalWriter:
         self._wakeup = anyio.Event()
         self._closing = False
         self._closed = anyio.Event()
+        self._urgent = False
         self._fds_open = True
         self.syncs = 0
         self.records = 0
@@ -222,22 +248,22 @@ class JournalWriter:
         self._wakeup.set()
         return self._batch_done
 
-    async def intent(self, job: Job) -> None:
-        """Record that CreateImage may be sent for ``job``; returns when that is durable."""
-        done = self._submit(
-            encode_record({"type": "intent", "instanceId": job.instance_id, "imageName": job.image_name})
-        )
-        await done.wait()
+    async def intent(self, *jobs: Job) -> None:
+        """Record that CreateImage may be sent for ``jobs``; returns when that is durable."""
+        records = b"".join(_intent_record(job) for job in jobs)
+        self._urgent = True
+        await self._submit(records).wait()
 
     def result(self, result: JobResult) -> None:
         """Queue a job's final result (durable at the next group sync)."""
-        record = result.to_record()
-        line = json.dumps(record, ensure_ascii=False).encode() + b"\n"
-        self._submit(encode_record({"type": "result", "result": record}), line)
+        text = json.dumps(result.to_record(), ensure_ascii=False).encode()
+        # Encoded once: the same JSON is the results.jsonl line and the journal record's payload.
+        self._submit(_frame(b'{"type":"result","result":' + text + b"}"), text + b"\n")
 
     def _sync(self) -> None:
-        os.fsync(self._journal_fd)
-        os.fsync(self._results_fd)
+        # Only the journal must be durable at once: results.jsonl is rebuilt from it on resume,
+        # and synced when the writer closes.
+        os.fdatasync(self._journal_fd)
 
     async def run(self) -> None:
         """The writer loop: write each group of records, fsync once, wake its waiters."""
@@ -249,6 +275,14 @@ class JournalWriter:
                     await self._wakeup.wait()
                     self._wakeup = anyio.Event()
                     continue
+                if not self._urgent and not self._closing:
+                    # Only results are queued and nobody waits on them: let more gather so
+                    # one fsync covers many (they are durable within this delay).
+                    with anyio.move_on_after(self.result_delay):
+                        while not self._urgent and not self._closing:
+                            await self._wakeup.wait()
+                            self._wakeup = anyio.Event()
+                self._urgent = False
                 batch, done = self._pending, self._batch_done
                 self._pending, self._batch_done = [], anyio.Event()
                 _write_all(self._journal_fd, b"".join(j for j, _ in batch))
@@ -273,6 +307,8 @@ class JournalWriter:
     def _close_fds(self) -> None:
         if self._fds_open:
             self._fds_open = False
+            with contextlib.suppress(OSError):
+                os.fsync(self._results_fd)
             os.close(self._journal_fd)
             os.close(self._results_fd)
 

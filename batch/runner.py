@@ -214,6 +214,7 @@ class Run:
         )
         checked = jobs.check()
         self.total_jobs = checked.jobs
+        self._validation = checked
         if resuming:
             self._load_journal(jobs)
         else:
@@ -266,26 +267,35 @@ class Run:
         self.calls[record.action] += 1
         self.codes[record.code or "OK"] += 1
         st = _CURRENT.get()
-        fields: dict[str, Any] = {
-            "action": record.action,
-            "status": record.status,
-            "code": record.code,
-            "requestId": record.request_id,
-            "apiSeconds": round(record.elapsed, 6),
-        }
-        if st is not None:
-            st.attempts += 1
-            if record.request_id:
-                st.request_ids.append(record.request_id)
-            fields.update(
-                instanceId=st.job.instance_id, attempt=st.attempts, limiterWaitSeconds=round(st.limiter_wait, 6)
+        if st is None:
+            self.events.log.info(
+                ATTEMPT,
+                action=record.action,
+                status=record.status,
+                code=record.code,
+                requestId=record.request_id,
+                apiSeconds=record.elapsed,
             )
-            st.limiter_wait = 0.0
-        self.events.log.info(ATTEMPT, **fields)
+            return
+        st.attempts += 1
+        if record.request_id:
+            st.request_ids.append(record.request_id)
+        self.events.log.info(
+            ATTEMPT,
+            action=record.action,
+            status=record.status,
+            code=record.code,
+            requestId=record.request_id,
+            apiSeconds=record.elapsed,
+            instanceId=st.job.instance_id,
+            attempt=st.attempts,
+            limiterWaitSeconds=st.limiter_wait,
+        )
+        st.limiter_wait = 0.0
 
-    async def _list_existing(self, client: ZecClient, jobs: JobList) -> None:
+    async def _list_existing(self, client: ZecClient) -> None:
         """One paginated listing of the account's images, kept only for this list's names."""
-        wanted = {job.image_name for job in jobs} if self.total_jobs <= 200_000 else None
+        wanted = self._validation
         attempt = 0
         while True:
             try:
@@ -294,7 +304,7 @@ class Run:
                     name, status = image.get("imageName"), image.get("imageStatus")
                     if not isinstance(name, str) or status not in _LIVE_IMAGE_STATES:
                         continue
-                    if wanted is None or name in wanted:
+                    if wanted.may_contain_name(name):
                         found[name] = (str(image.get("imageId")), str(status))
                 self._existing = found
                 self.events.log.info(LISTING_DONE, matching=len(found))
@@ -326,6 +336,18 @@ class Run:
             sent = job.instance_id in self._intents
             yield _JobState(job, reconcile=sent, resumed_intent=sent, intent_written=sent)
 
+    async def _admit(self, batch: list[_JobState]) -> None:
+        """Make the intents of a batch of new jobs durable with one fsync, before any is sent.
+
+        A job recorded here but never sent (the run stopped first) costs one look-up by name on
+        resume, nothing more.
+        """
+        fresh = [st for st in batch if not st.intent_written and st.job.image_name not in self._existing]
+        if fresh:
+            await self.writer.intent(*(st.job for st in fresh))
+            for st in fresh:
+                st.intent_written = True
+
     def _finish(
         self,
         st: _JobState,
@@ -353,14 +375,18 @@ class Run:
         self.by_status[status.value] += 1
         if error is not None:
             self.error_codes[error.code] += 1
-        self.events.log.info(
-            JOB_ENDED,
-            instanceId=st.job.instance_id,
-            status=status.value,
-            imageId=image_id,
-            code=error.code if error else None,
-            attempts=st.attempts,
-        )
+        if status is not Status.SUCCEEDED or st.attempts != 1:
+            # The plain case (one call, success) is fully told by its api.attempt event and
+            # its results.jsonl line; log the others, which people look for.
+            self.events.log.info(
+                JOB_ENDED,
+                instanceId=st.job.instance_id,
+                status=status.value,
+                imageId=image_id,
+                code=error.code if error else None,
+                attempts=st.attempts,
+                reason=reason,
+            )
 
     async def _worker(self) -> None:
         while True:
@@ -489,10 +515,11 @@ class Run:
         )
 
     async def _tick(self) -> None:
-        assert self.progress is not None
         while True:
             await anyio.sleep(1.0)
-            self.progress(self._snapshot())
+            self.events.flush()
+            if self.progress is not None:
+                self.progress(self._snapshot())
 
     async def _watch_signals(self, work: anyio.CancelScope, everything: anyio.CancelScope) -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -561,7 +588,9 @@ class Run:
         )
         self.meter = RateMeter(self.options.rate)
         self.writer = JournalWriter(self.directory)
-        self.dispatcher: Dispatcher[_JobState] = Dispatcher(self._source(jobs))
+        self.dispatcher: Dispatcher[_JobState] = Dispatcher(
+            self._source(jobs), admit=self._admit, batch=min(256, 4 * self.options.concurrency)
+        )
         client = ZecClient(
             self.endpoint,
             self.credentials,
@@ -578,11 +607,10 @@ class Run:
                 work = anyio.CancelScope()
                 if self.handle_signals:
                     outer.start_soon(self._watch_signals, work, outer.cancel_scope)
-                if self.progress is not None:
-                    outer.start_soon(self._tick)
+                outer.start_soon(self._tick)
                 with work:
                     try:
-                        await self._list_existing(client, jobs)
+                        await self._list_existing(client)
                     except ApiError as err:
                         self.fatal = err
                         self.stopped_by = f"fatal:{err.code}"

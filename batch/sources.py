@@ -7,6 +7,7 @@ duplicate first stood in a second pass, only when there is one.
 
 from __future__ import annotations
 
+import bisect
 import codecs
 import csv
 import difflib
@@ -53,6 +54,12 @@ class Validation:
     jobs: int = 0
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: the image names of the jobs, as 8-byte hashes (see :meth:`may_contain_name`)
+    name_hashes: _HashSet | None = None
+
+    def may_contain_name(self, name: str) -> bool:
+        """Whether some job may use this image name (no false negatives; rare false positives)."""
+        return self.name_hashes is None or self.name_hashes.contains(name)
 
     @property
     def ok(self) -> bool:
@@ -363,6 +370,7 @@ class JobList:
             result.problems.append(str(exc))
             return result
         dup_ids, dup_names = ids.duplicates(), names.duplicates()
+        result.name_hashes = names
         if dup_ids or dup_names:
             self._report_duplicates(dup_ids, dup_names, result.problems)
         if result.jobs == 0 and not result.problems:
@@ -441,11 +449,20 @@ class _HashSet:
         self._buckets[digest & 0xFF].append(digest)
 
     def duplicates(self) -> set[int]:
+        """Sort each bucket in place and return the hashes that occur more than once."""
         found: set[int] = set()
-        for bucket in self._buckets:
-            ordered = sorted(bucket)
+        for index, bucket in enumerate(self._buckets):
+            ordered = array("Q", sorted(bucket))
+            self._buckets[index] = ordered
             found.update(a for a, b in itertools.pairwise(ordered) if a == b)
         return found
+
+    def contains(self, value: str) -> bool:
+        """Membership test; valid after :meth:`duplicates` sorted the buckets."""
+        digest = _hash(value)
+        bucket = self._buckets[digest & 0xFF]
+        at = bisect.bisect_left(bucket, digest)
+        return at < len(bucket) and bucket[at] == digest
 
 
 class _JsonScanner:

@@ -126,6 +126,7 @@ def test_bad_list_sends_nothing(tmp_path: Path, fake_url: str, capsys: pytest.Ca
     path.write_text("instanceId,imageName\n1,x\n")
     assert main(["run", str(path), "--out", str(tmp_path / "o"), "--endpoint", fake_url]) == 2
     assert "nothing was sent" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists(), "a refused run leaves no run directory behind"
 
 
 def test_demo_command() -> None:

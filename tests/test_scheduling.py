@@ -47,6 +47,10 @@ def test_throttle_decreases_once_per_burst_and_recovers() -> None:
     throttle.on_throttled()
     assert throttle.decreases == 2
     assert throttle.rate < 85.0
+    for _ in range(30):  # a steady stream of 429s keeps lowering it, once per cool-down
+        clock.now += 0.1
+        throttle.on_throttled()
+    assert throttle.decreases == 5
     clock.now += 60
     assert throttle.rate == 100.0
 
@@ -134,7 +138,8 @@ async def test_rate_meter_has_no_first_second_burst() -> None:
 
 @pytest.mark.anyio
 async def test_run_never_exceeds_rate_in_any_second(tmp_path: Path, make_fake: FakeFactory) -> None:
-    """Seen from the server, a --rate 25 run never sends more than 25 requests in any 1-second window."""
+    """Seen from the server, a --rate 25 run sends at most 25 requests in its first second, and
+    about that in every other 1-second window."""
     ids = [f"i-{n}" for n in range(60)]
     fake = await make_fake(instances(*ids))
     stamps: list[float] = []
@@ -149,5 +154,10 @@ async def test_run_never_exceeds_rate_in_any_second(tmp_path: Path, make_fake: F
     opts = RunOptions(rate=25, concurrency=16, seed=1)
     outcome = await Run(job_list, tmp_path / "run", opts, credentials=CREDS, endpoint=fake.url).execute()
     assert outcome.exit_code == 0
+    first = stamps[0]
+    # No first-second burst: 25, plus one where the first request was itself a little late.
+    assert sum(1 for t in stamps if t < first + 1.0) <= 25 + 1
     worst = max(sum(1 for t in stamps if s <= t < s + 1.0) for s in stamps)
-    assert worst <= 26  # 25 per second; one more where a window's edges both hold a request
+    # Later windows may also hold the small slack bucket (2.5 requests at 25/s) that absorbs
+    # timer lateness, and one more where both edges of the window hold a request.
+    assert worst <= 25 + 2.5 + 1

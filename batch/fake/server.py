@@ -113,6 +113,9 @@ class FakeZenlayer:
         self.calls: Counter[str] = Counter()
         self.codes: Counter[str] = Counter()
         self.lost_responses = 0
+        #: per second since the first request: [requests, 429 answers]
+        self.timeline: list[list[int]] = []
+        self._first_request: float | None = None
         self._random = random.Random(self.config.seed)  # noqa: S311 - fault dice, not crypto
         self._scripts = {k: deque(v) for k, v in self.config.scripts.items()}
         unknown = {o for v in self.config.scripts.values() for o in v} - SCRIPT_OUTCOMES
@@ -169,6 +172,7 @@ class FakeZenlayer:
         self.calls[action or "(none)"] += 1
         if self.config.latency:
             await asyncio.sleep(self.config.latency)
+        second = self._tick()
         try:
             result = self._dispatch(request, body, action)
         except _DropConnectionError:
@@ -178,12 +182,25 @@ class FakeZenlayer:
             raise asyncio.CancelledError from None
         except FakeApiError as err:
             self.codes[err.code] += 1
+            if err.status == 429:
+                second[1] += 1
             payload = {"requestId": request_id, "code": err.code, "message": err.message}
             return web.json_response(payload, status=err.status)
         if result is None:  # scripted garbage
             return web.Response(body=b"<html>502 Bad Gateway</html>", status=502, content_type="text/html")
         self.codes["OK"] += 1
         return web.json_response({"requestId": request_id, "response": {"requestId": request_id, **result}})
+
+    def _tick(self) -> list[int]:
+        """Count a request in the timeline; return its second's counters."""
+        now = self.cloud.clock()
+        if self._first_request is None:
+            self._first_request = now
+        index = int(now - self._first_request)
+        while len(self.timeline) <= index:
+            self.timeline.append([0, 0])
+        self.timeline[index][0] += 1
+        return self.timeline[index]
 
     def _dispatch(self, request: web.Request, body: bytes, action: str) -> dict[str, Any] | None:
         if self._bucket is not None and not self._bucket.take():
@@ -253,4 +270,5 @@ class FakeZenlayer:
             "createdPerInstance": dict(created),
             "imagesPerInstance": self.cloud.images_per_instance(),
             "duplicateInstances": sorted(i for i, n in created.items() if n > 1),
+            "timeline": self.timeline,
         }

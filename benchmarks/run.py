@@ -1,0 +1,451 @@
+"""imagebatch benchmarks: how close to the API's limit, against what users would use instead.
+
+Every scenario runs against the fake Zenlayer server on loopback, started here in its own
+process, so the client's CPU and memory are measured alone (``os.wait4`` rusage of the client
+process). Each figure is the median of ``--repeat`` runs, and every ratio compares tools
+measured in the same invocation on the same machine.
+
+    python benchmarks/run.py             # full run (about 40 minutes on 2 cores)
+    python benchmarks/run.py --quick     # smoke test of the harness (about a minute)
+
+Needs the ``bench`` extra: ``pip install -e '.[bench]'`` (the official SDK for the baselines).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from batch.fake.fleet import fleet_from_count, instance_id  # noqa: E402
+
+PY = sys.executable
+ENV = {
+    **os.environ,
+    "ZENLAYER_ACCESS_KEY_ID": "fake-access-key-id",
+    "ZENLAYER_ACCESS_KEY_SECRET": "fake-access-key-secret",
+}
+
+
+@dataclass
+class Measured:
+    """One client process: wall seconds, CPU seconds, peak RSS, its output, what the fake saw."""
+
+    wall: float
+    cpu: float
+    rss_mb: float
+    returncode: int
+    stdout: str
+    seen: dict[str, Any] = field(default_factory=dict)
+
+
+def run_child(argv: list[str], *, timeout: float = 3600) -> Measured:
+    """Run a client process and measure it with wait4 (its own rusage, not the harness's)."""
+    with tempfile.TemporaryFile("w+") as out:
+        started = time.monotonic()
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.DEVNULL, env=ENV, cwd=HERE.parent)
+        deadline = started + timeout
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                proc.kill()
+            time.sleep(0.01)
+        wall = time.monotonic() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        return Measured(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, proc.returncode, out.read())
+
+
+class Fake:
+    """``imagebatch fake-server`` in its own process."""
+
+    def __init__(self, *flags: str) -> None:
+        self.proc = subprocess.Popen(
+            [PY, "-m", "batch", "fake-server", *flags],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            cwd=HERE.parent,
+        )
+        assert self.proc.stdout is not None
+        self.url = self.proc.stdout.readline().strip()
+        if not self.url.startswith("http://"):
+            msg = "fake server did not start"
+            raise RuntimeError(msg)
+
+    def inspect(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"{self.url}/_fake/inspect", timeout=120) as resp:
+            return json.load(resp)  # type: ignore[no-any-return]
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.communicate(timeout=60)
+
+
+@contextmanager
+def fake_server(*flags: str) -> Iterator[Fake]:
+    fake = Fake(*flags)
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+def write_jobs(path: Path, count: int) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["instanceId"])
+        for n in range(1, count + 1):
+            writer.writerow([instance_id(n)])
+    return path
+
+
+# ----- the tools -------------------------------------------------------------------------------
+
+
+def imagebatch(jobs: Path, url: str, work: Path, *, rate: float, concurrency: int = 8) -> list[str]:
+    out = tempfile.mkdtemp(dir=work)
+    return [
+        PY,
+        "-m",
+        "batch",
+        "run",
+        str(jobs),
+        "--endpoint",
+        url,
+        "--out",
+        out,
+        "--rate",
+        str(rate),
+        "--concurrency",
+        str(concurrency),
+        "--quiet",
+    ]
+
+
+def sdk(jobs: Path, url: str, _work: Path, *, mode: str, concurrency: int = 8) -> list[str]:
+    return [
+        PY,
+        str(HERE / "baseline_sdk.py"),
+        str(jobs),
+        "--endpoint",
+        url,
+        "--mode",
+        mode,
+        "--concurrency",
+        str(concurrency),
+    ]
+
+
+def bare(jobs: Path, url: str, _work: Path, *, concurrency: int = 8) -> list[str]:
+    return [PY, str(HERE / "baseline_aiohttp.py"), str(jobs), "--endpoint", url, "--concurrency", str(concurrency)]
+
+
+Tool = Callable[[Path, str, Path], list[str]]
+
+
+def measure(tool: Tool, jobs: Path, work: Path, fake_flags: list[str], repeat: int) -> list[Measured]:
+    runs = []
+    for _ in range(repeat):
+        with fake_server(*fake_flags) as fake:
+            measured = run_child(tool(jobs, fake.url, work))
+            measured.seen = fake.inspect()
+        runs.append(measured)
+    return runs
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def succeeded(m: Measured) -> int:
+    return sum(1 for n in m.seen.get("createdPerInstance", {}).values() if n >= 1)
+
+
+def share_429_after(m: Measured, skip_seconds: int) -> float:
+    timeline = m.seen.get("timeline", [])[skip_seconds:]
+    total = sum(t[0] for t in timeline)
+    return sum(t[1] for t in timeline) / total if total else 0.0
+
+
+# ----- scenarios -------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    scenario: str
+    tool: str
+    figures: dict[str, str]
+
+
+def scenario_rate_bound(size: dict[str, Any], work: Path, repeat: int, tools: dict[str, Tool]) -> list[Row]:
+    n, limit = size["jobs"], size["limit"]
+    jobs = write_jobs(work / "s1.csv", n)
+    flags = ["--instances", str(n), "--rate-limit", str(limit), "--image-ready-seconds", "1"]
+    rows, walls = [], {}
+    for name, tool in tools.items():
+        runs = measure(tool, jobs, work, flags, repeat)
+        wall = median([r.wall for r in runs])
+        walls[name] = wall
+        eff = (n / limit) / wall
+        rows.append(
+            Row(
+                "1 rate-bound",
+                name,
+                {
+                    "wall s": f"{wall:.1f}",
+                    "efficiency": f"{eff:.3f}",
+                    "target": ">= 0.95",
+                    "CPU ms/job": f"{median([r.cpu for r in runs]) * 1000 / n:.3f}",
+                    "done": f"{median([float(succeeded(r)) for r in runs]):.0f}/{n}",
+                },
+            )
+        )
+    _ratios(rows, walls)
+    return rows
+
+
+def scenario_busy(size: dict[str, Any], work: Path, repeat: int, tools: dict[str, Tool]) -> list[Row]:
+    n, limit, busy_s = size["jobs"], size["limit"], size["busy_seconds"]
+    jobs = write_jobs(work / "s2.csv", n)
+    busy = sum(1 for i in fleet_from_count(n, busy_fraction=0.3, busy_max_seconds=busy_s, seed=0) if i.busy_until)
+    bound = (n + busy) / limit
+    flags = [
+        "--instances",
+        str(n),
+        "--rate-limit",
+        str(limit),
+        "--busy-fraction",
+        "0.3",
+        "--busy-max-seconds",
+        str(busy_s),
+        "--image-ready-seconds",
+        "1",
+    ]
+    rows, walls = [], {}
+    for name, tool in tools.items():
+        runs = measure(tool, jobs, work, flags, repeat)
+        wall = median([r.wall for r in runs])
+        walls[name] = wall
+        failed = n - median([float(succeeded(r)) for r in runs])
+        rows.append(
+            Row(
+                "2 busy 30%",
+                name,
+                {
+                    "wall s": f"{wall:.1f}",
+                    "wall/limit": f"{wall / bound:.3f}",
+                    "target": "<= 1.10, 0 failed",
+                    "failed": f"{failed:.0f}",
+                    "limit s": f"{bound:.1f}",
+                    "CPU ms/job": f"{median([r.cpu for r in runs]) * 1000 / n:.3f}",
+                },
+            )
+        )
+    _ratios(rows, walls)
+    return rows
+
+
+def scenario_over_limit(size: dict[str, Any], work: Path, repeat: int, tools: dict[str, Tool]) -> list[Row]:
+    n, limit = size["jobs"], size["limit"]
+    jobs = write_jobs(work / "s3.csv", n)
+    flags = ["--instances", str(n), "--rate-limit", str(limit), "--image-ready-seconds", "1"]
+    rows, walls = [], {}
+    for name, tool in tools.items():
+        runs = measure(tool, jobs, work, flags, repeat)
+        wall = median([r.wall for r in runs])
+        walls[name] = wall
+        goodput = median([succeeded(r) / r.wall / limit for r in runs])
+        rows.append(
+            Row(
+                "3 client at 2x limit",
+                name,
+                {
+                    "wall s": f"{wall:.1f}",
+                    "429 share after 5 s": f"{median([share_429_after(r, 5) for r in runs]):.3f}",
+                    "goodput/limit": f"{goodput:.3f}",
+                    "target": "429 <= 0.05, goodput >= 0.90",
+                    "CPU ms/job": f"{median([r.cpu for r in runs]) * 1000 / n:.3f}",
+                },
+            )
+        )
+    _ratios(rows, walls)
+    return rows
+
+
+def scenario_overhead(size: dict[str, Any], work: Path, repeat: int, tools: dict[str, Tool]) -> list[Row]:
+    n = size["jobs"]
+    jobs = write_jobs(work / "s4.csv", n)
+    flags = ["--instances", str(n), "--image-ready-seconds", "1"]
+    rows, rates = [], {}
+    for name, tool in tools.items():
+        runs = measure(tool, jobs, work, flags, repeat)
+        jps = median([n / r.wall for r in runs])
+        rates[name] = jps
+        rows.append(
+            Row(
+                "4 overhead",
+                name,
+                {
+                    "jobs/s": f"{jps:.0f}",
+                    "CPU ms/job": f"{median([r.cpu for r in runs]) * 1000 / n:.3f}",
+                    "target": "imagebatch <= 0.5 ms, >= 0.7x bare",
+                },
+            )
+        )
+    limit = rates.get("bare aiohttp")
+    for row in rows:
+        if limit:
+            row.figures["vs bare aiohttp"] = f"{rates[row.tool] / limit:.2f}x"
+    return rows
+
+
+def scenario_memory(size: dict[str, Any], work: Path, repeat: int) -> list[Row]:
+    big, run_big = size["validate_rows"], size["run_rows"]
+    small, run_small = min(10_000, big // 10), min(10_000, run_big // 10)
+    rows = []
+    for label, count in (("validate", small), ("validate", big)):
+        jobs = write_jobs(work / f"m{count}.csv", count)
+        runs = [run_child([PY, "-m", "batch", "validate", str(jobs)]) for _ in range(repeat)]
+        rows.append(
+            Row(
+                "5 memory",
+                f"imagebatch {label} {count:,} rows",
+                {
+                    "peak RSS MB": f"{median([r.rss_mb for r in runs]):.1f}",
+                    "wall s": f"{median([r.wall for r in runs]):.1f}",
+                    "target": "<= 150 MB",
+                },
+            )
+        )
+    for count in (run_small, run_big):
+        jobs = write_jobs(work / f"r{count}.csv", count)
+        runs = measure(
+            lambda j, u, w: imagebatch(j, u, w, rate=100_000),
+            jobs,
+            work,
+            ["--instances", str(count), "--image-ready-seconds", "1"],
+            1 if count > 50_000 else repeat,
+        )
+        rows.append(
+            Row(
+                "5 memory",
+                f"imagebatch run {count:,} rows",
+                {
+                    "peak RSS MB": f"{median([r.rss_mb for r in runs]):.1f}",
+                    "wall s": f"{median([r.wall for r in runs]):.1f}",
+                    "target": "<= 150 MB",
+                },
+            )
+        )
+    for pair in ((rows[0], rows[1]), (rows[2], rows[3])):
+        growth = float(pair[1].figures["peak RSS MB"]) - float(pair[0].figures["peak RSS MB"])
+        pair[1].figures["growth MB"] = f"{growth:+.1f}"
+    return rows
+
+
+def _ratios(rows: list[Row], walls: dict[str, float]) -> None:
+    base = walls.get("imagebatch")
+    for row in rows:
+        if base and row.tool != "imagebatch":
+            row.figures["imagebatch speed-up"] = f"{walls[row.tool] / base:.2f}x"
+
+
+# ----- main ------------------------------------------------------------------------------------
+
+SIZES = {
+    "full": {
+        "s1": {"jobs": 5000, "limit": 100},
+        "s2": {"jobs": 5000, "limit": 100, "busy_seconds": 20},
+        "s3": {"jobs": 5000, "limit": 100},
+        "s4": {"jobs": 20_000},
+        "s5": {"validate_rows": 1_000_000, "run_rows": 200_000},
+    },
+    "quick": {
+        "s1": {"jobs": 200, "limit": 100},
+        "s2": {"jobs": 200, "limit": 100, "busy_seconds": 1},
+        "s3": {"jobs": 200, "limit": 100},
+        "s4": {"jobs": 1000},
+        "s5": {"validate_rows": 20_000, "run_rows": 2_000},
+    },
+}
+
+
+def print_table(rows: list[Row]) -> None:
+    for scenario in dict.fromkeys(r.scenario for r in rows):
+        print(f"\n## {scenario}")
+        for row in (r for r in rows if r.scenario == scenario):
+            figures = "  ".join(f"{k}={v}" for k, v in row.figures.items())
+            print(f"  {row.tool:<34} {figures}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes, one repeat: a smoke test of the harness")
+    parser.add_argument("--repeat", type=int, help="runs per figure (median); default 3, 1 with --quick")
+    parser.add_argument("--only", help="comma-separated scenario numbers, e.g. 1,4")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--no-baselines", action="store_true", help="measure imagebatch alone (for tuning)")
+    args = parser.parse_args()
+    sizes = SIZES["quick" if args.quick else "full"]
+    repeat = args.repeat or (1 if args.quick else 3)
+    only = set(args.only.split(",")) if args.only else {"1", "2", "3", "4", "5"}
+    print(f"# imagebatch benchmarks ({'quick' if args.quick else 'full'}, median of {repeat})")
+    py = f"{platform.python_implementation()} {platform.python_version()}"
+    print(f"# {py}, {os.cpu_count()} cores, {platform.machine()}")
+    try:
+        import zenlayercloud  # noqa: F401
+
+        have_sdk = True
+    except ImportError:
+        have_sdk = False
+        print("# zenlayercloud-sdk-python not installed: SDK baselines left out (pip install -e '.[bench]')")
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+
+        def tools(rate: float) -> dict[str, Tool]:
+            found: dict[str, Tool] = {"imagebatch": lambda j, u, w: imagebatch(j, u, w, rate=rate)}
+            if have_sdk and not args.no_baselines:
+                found["SDK + ThreadPoolExecutor(8)"] = lambda j, u, w: sdk(j, u, w, mode="threads")
+                found["SDK sequential loop"] = lambda j, u, w: sdk(j, u, w, mode="sequential")
+            return found
+
+        if "1" in only:
+            rows += scenario_rate_bound(sizes["s1"], work, repeat, tools(sizes["s1"]["limit"]))
+        if "2" in only:
+            rows += scenario_busy(sizes["s2"], work, repeat, tools(sizes["s2"]["limit"]))
+        if "3" in only:
+            rows += scenario_over_limit(sizes["s3"], work, repeat, tools(2 * sizes["s3"]["limit"]))
+        if "4" in only:
+            s4_tools = {"bare aiohttp": lambda j, u, w: bare(j, u, w), **tools(1_000_000)}
+            rows += scenario_overhead(sizes["s4"], work, repeat, s4_tools)
+        if "5" in only:
+            rows += scenario_memory(sizes["s5"], work, repeat)
+    print_table(rows)
+    if args.json:
+        args.json.write_text(json.dumps([r.__dict__ for r in rows], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
