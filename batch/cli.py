@@ -320,3 +320,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("imagebatch: interrupted", file=sys.stderr)
         return 130
+    except (OSError, ExceptionGroup) as exc:
+        # The run directory became unwritable (disk full, permissions) or its files vanished.
+        oserror = _first_oserror(exc)
+        if oserror is None:
+            raise
+        where = f" ({oserror.filename})" if oserror.filename else ""
+        print(f"imagebatch: error: cannot write the run's files{where}: {oserror.strerror or oserror}", file=sys.stderr)
+        print("imagebatch: what was journaled before this is safe; fix the cause and --resume", file=sys.stderr)
+        return 3
+
+
+def _first_oserror(exc: BaseException) -> OSError | None:
+    if isinstance(exc, OSError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _first_oserror(inner)
+            if found is not None:
+                return found
+    return None

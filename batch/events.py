@@ -73,6 +73,7 @@ class EventLog:
         self._stream.flush()
 
     def close(self) -> None:
-        """Flush and close the file."""
-        self._stream.flush()
-        self._stream.close()
+        """Flush and close the file (again: nothing)."""
+        if not self._stream.closed:
+            self._stream.flush()
+            self._stream.close()

@@ -27,6 +27,7 @@ import os
 import re
 import zlib
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -184,8 +185,18 @@ class RunDirectory:
         except (OSError, ValueError) as exc:
             msg = f"{self.file(RUN_FILE)} is unreadable ({exc}); this directory cannot be resumed"
             raise RunDirectoryError(msg) from exc
+        problem = None
         if not isinstance(header, dict):
-            msg = f"{self.file(RUN_FILE)} is not a run header"
+            problem = "is not a run header"
+        elif not all(isinstance(header.get(k), str) for k in ("runId", "date", "nameTemplate")):
+            problem = "lacks runId, date or nameTemplate"
+        else:
+            try:
+                datetime.fromisoformat(header["date"])
+            except ValueError:
+                problem = f"has a date that is not ISO 8601: {header['date']!r}"
+        if problem or not isinstance(header, dict):
+            msg = f"{self.file(RUN_FILE)} {problem}; this directory cannot be resumed"
             raise RunDirectoryError(msg)
         return header
 

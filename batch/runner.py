@@ -7,6 +7,7 @@ through the dispatcher, which stops handing out jobs while requests in flight fi
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import json
 import math
@@ -170,6 +171,7 @@ class Run:
         self._existing: dict[str, tuple[str, str]] = {}
         self._intents: dict[str, str] = {}
         self._done_ids: set[str] = set()
+        self._listed_done = 0
         self._t0 = time.monotonic()
 
     # ----- set-up ----------------------------------------------------------------------------
@@ -246,7 +248,10 @@ class Run:
             raise RunDirectoryError(msg)
         self._intents = state.intents
         self._done_ids = set(state.results)
-        for record in state.results.values():
+        for instance_id, record in state.results.items():
+            if instance_id not in listed:
+                continue  # ended in this run, since removed from the list: kept, but not counted
+            self._listed_done += 1
             self.by_status[record["status"]] += 1
             if record.get("error"):
                 self.error_codes[record["error"]["code"]] += 1
@@ -568,13 +573,16 @@ class Run:
         try:
             return await self._execute()
         finally:
+            events = getattr(self, "events", None)
+            if events is not None:
+                events.close()
             self.directory.unlock()
 
     async def _execute(self) -> RunOutcome:
         started = time.time()
         jobs, header = self._prepare()
         summary_path = self.directory.file(SUMMARY_FILE)
-        if self.options.resume and self._done_ids and len(self._done_ids) >= self.total_jobs:
+        if self.options.resume and self._listed_done and self._listed_done >= self.total_jobs:
             # A finished run: nothing to do, same answer as before.
             try:
                 previous = json.loads(summary_path.read_text("utf-8"))
@@ -625,7 +633,9 @@ class Run:
                     await self.writer.close()
                 outer.cancel_scope.cancel()
         finally:
-            self.writer.close_now()
+            # After a hard stop: write what is queued (an OSError here must not hide the first one).
+            with contextlib.suppress(OSError):
+                self.writer.close_now()
         exit_code = self._exit_code()
         summary = self._summary(header, started, exit_code)
         write_atomic(summary_path, json.dumps(summary, indent=2).encode() + b"\n")

@@ -147,3 +147,26 @@ def test_demo_command() -> None:
         import shutil
 
         shutil.rmtree(Path(__file__).parent.parent / "runs-test-demo", ignore_errors=True)
+
+
+@pytest.mark.usefixtures("creds_env")
+def test_unwritable_run_directory_is_a_clear_error(tmp_path: Path, fake_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A run file that cannot be opened (here results.jsonl is a directory) ends in a message, not a traceback."""
+    path = write_csv(tmp_path / "jobs.csv", [instance_id(30)])
+    out = tmp_path / "out"
+    (out / "results.jsonl").mkdir(parents=True)
+    assert main(["run", str(path), "--out", str(out), "--endpoint", fake_url, "--quiet"]) == 3
+    err = capsys.readouterr().err
+    assert "cannot write the run's files" in err
+    assert "results.jsonl" in err
+
+
+@pytest.mark.usefixtures("creds_env")
+def test_corrupt_run_header_refuses_resume(tmp_path: Path, fake_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A damaged run.json: exit 2 naming the file."""
+    path = write_csv(tmp_path / "jobs.csv", [instance_id(31)])
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "run.json").write_text('{"runId": "x"}')
+    assert main(["run", str(path), "--out", str(out), "--endpoint", fake_url, "--resume"]) == 2
+    assert "run.json lacks runId, date or nameTemplate" in capsys.readouterr().err
