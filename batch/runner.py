@@ -272,19 +272,13 @@ class Run:
         self.calls[record.action] += 1
         self.codes[record.code or "OK"] += 1
         st = _CURRENT.get()
-        if st is None:
-            self.events.log.info(
-                ATTEMPT,
-                action=record.action,
-                status=record.status,
-                code=record.code,
-                requestId=record.request_id,
-                apiSeconds=record.elapsed,
-            )
-            return
-        st.attempts += 1
-        if record.request_id:
-            st.request_ids.append(record.request_id)
+        job: dict[str, Any] = {}
+        if st is not None:
+            st.attempts += 1
+            if record.request_id:
+                st.request_ids.append(record.request_id)
+            job = {"instanceId": st.job.instance_id, "attempt": st.attempts, "limiterWaitSeconds": st.limiter_wait}
+            st.limiter_wait = 0.0
         self.events.log.info(
             ATTEMPT,
             action=record.action,
@@ -292,11 +286,8 @@ class Run:
             code=record.code,
             requestId=record.request_id,
             apiSeconds=record.elapsed,
-            instanceId=st.job.instance_id,
-            attempt=st.attempts,
-            limiterWaitSeconds=st.limiter_wait,
+            **job,
         )
-        st.limiter_wait = 0.0
 
     async def _list_existing(self, client: ZecClient) -> None:
         """One paginated listing of the account's images, kept only for this list's names."""

@@ -378,27 +378,22 @@ class JobList:
         return result
 
     def _report_duplicates(self, dup_ids: set[int], dup_names: set[int], problems: list[str]) -> None:
-        first_id: dict[str, int] = {}
-        first_name: dict[str, int] = {}
+        """Second pass, only when hashes repeat: name each repeat and where it first stood."""
+        first: dict[tuple[str, str], int] = {}
+        checks = (
+            ("instanceId", "duplicate instanceId", dup_ids, ""),
+            ("imageName", "duplicate image name", dup_names, "; each job needs its own name"),
+        )
         for row in self._rows([]):
             _, instance_id, name = self._check_row(row, [])
-            line = row.line
-            if instance_id and _hash(instance_id) in dup_ids:
-                if instance_id in first_id:
+            for (fld, label, candidates, advice), value in zip(checks, (instance_id, name), strict=True):
+                if not value or _hash(value) not in candidates:
+                    continue
+                seen_at = first.setdefault((fld, value), row.line)
+                if seen_at != row.line:
                     problems.append(
-                        f"{self._where(line, 'instanceId')}: duplicate instanceId {instance_id!r} "
-                        f"(first at line {first_id[instance_id]})"
+                        f"{self._where(row.line, fld)}: {label} {value!r} (first at line {seen_at}){advice}"
                     )
-                else:
-                    first_id[instance_id] = line
-            if name and _hash(name) in dup_names:
-                if name in first_name:
-                    problems.append(
-                        f"{self._where(line, 'imageName')}: duplicate image name {name!r} "
-                        f"(first at line {first_name[name]}); each job needs its own name"
-                    )
-                else:
-                    first_name[name] = line
 
     def __iter__(self) -> Iterator[Job]:
         """Yield the jobs in file order. Call :meth:`validate` first: bad rows are an error here."""

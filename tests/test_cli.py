@@ -150,7 +150,9 @@ def test_demo_command() -> None:
 
 
 @pytest.mark.usefixtures("creds_env")
-def test_unwritable_run_directory_is_a_clear_error(tmp_path: Path, fake_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unwritable_run_directory_is_a_clear_error(
+    tmp_path: Path, fake_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A run file that cannot be opened (here results.jsonl is a directory) ends in a message, not a traceback."""
     path = write_csv(tmp_path / "jobs.csv", [instance_id(30)])
     out = tmp_path / "out"
