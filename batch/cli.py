@@ -161,6 +161,16 @@ def _add_fake_args(parser: argparse.ArgumentParser) -> None:
         "--image-ready-seconds", type=_non_negative_float, default=2.0, help="time an image stays CREATING"
     )
     parser.add_argument("--quota", type=int, help="custom-image quota (default: none)")
+    parser.add_argument(
+        "--image-fail-fraction", type=_fraction, default=0.0, help="share of instances whose images end FAILED"
+    )
+    parser.add_argument(
+        "--transition-seconds", type=_non_negative_float, default=1.0, help="time spent STOPPING or BOOTING"
+    )
+    parser.add_argument(
+        "--max-skew", type=_non_negative_float, default=300.0, help="accepted clock skew of signatures, seconds"
+    )
+    parser.add_argument("--write-jobs", type=Path, metavar="CSV", help="write a job list of the fleet's instances")
     parser.add_argument("--seed", type=int, default=0, help="seed of the fault dice")
     parser.add_argument("--access-key-id", default=DEFAULT_ACCESS_KEY_ID, help="accepted key id (default: %(default)s)")
     parser.add_argument(

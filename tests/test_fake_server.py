@@ -200,9 +200,12 @@ async def test_token_bucket_and_seeded_errors(make_fake: FakeFactory) -> None:
 def test_fleet_from_job_list(tmp_path: Path) -> None:
     """Fake-only columns set GPU, busy time and status; MISSING leaves the instance out."""
     path = tmp_path / "fleet.csv"
-    path.write_text("instanceId,fakeGpu,fakeBusySeconds,fakeStatus\n1,true,,\n2,,5,\n3,,,MISSING\n4,,,running\n")
+    path.write_text(
+        "instanceId,fakeGpu,fakeBusySeconds,fakeStatus,fakeImageFails\n1,true,,,\n2,,5,,\n3,,,MISSING,\n4,,,running,yes\n"
+    )
     fleet = {i.instance_id: i for i in fleet_from_job_list(path)}
     assert set(fleet) == {"1", "2", "4"}
+    assert fleet["4"].image_fails
     assert fleet["1"].gpu
     assert fleet["2"].busy_until == 5
     assert fleet["4"].status == "RUNNING"
@@ -211,7 +214,18 @@ def test_fleet_from_job_list(tmp_path: Path) -> None:
 def test_fake_server_command_prints_url_and_serves(tmp_path: Path) -> None:
     """`imagebatch fake-server --instances 3` prints its URL first and stops cleanly on SIGTERM."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "batch", "fake-server", "--instances", "3", "--rate-limit", "50"],
+        [
+            sys.executable,
+            "-m",
+            "batch",
+            "fake-server",
+            "--instances",
+            "3",
+            "--rate-limit",
+            "50",
+            "--write-jobs",
+            str(tmp_path / "jobs.csv"),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -225,6 +239,11 @@ def test_fake_server_command_prints_url_and_serves(tmp_path: Path) -> None:
         with urllib.request.urlopen(f"{url}/_fake/inspect", timeout=10) as resp:
             doc = json.load(resp)
         assert doc["instances"] == 3
+        assert (tmp_path / "jobs.csv").read_text().splitlines()[1:] == [
+            "1000000000000000001",
+            "1000000000000000002",
+            "1000000000000000003",
+        ]
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=20)

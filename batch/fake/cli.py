@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import random
 import signal
 import sys
 
@@ -27,7 +28,15 @@ def build_fake(args: argparse.Namespace) -> FakeZenlayer:
             gpu_fraction=args.gpu_fraction,
             seed=args.seed,
         )
-    cloud = FakeCloud(instances, image_ready_seconds=args.image_ready_seconds, image_quota=args.quota)
+    dice = random.Random(args.seed)  # noqa: S311 - fixture dice
+    failing = {i.instance_id for i in instances if i.image_fails or dice.random() < args.image_fail_fraction}
+    cloud = FakeCloud(
+        instances,
+        image_ready_seconds=args.image_ready_seconds,
+        image_quota=args.quota,
+        failed_images=failing,
+        transition_seconds=args.transition_seconds,
+    )
     config = FakeConfig(
         access_key_id=args.access_key_id,
         access_key_secret=args.access_key_secret,
@@ -38,6 +47,7 @@ def build_fake(args: argparse.Namespace) -> FakeZenlayer:
         error_rate=args.error_rate,
         lost_response_rate=args.lost_response_rate,
         seed=args.seed,
+        max_skew=args.max_skew,
     )
     return FakeZenlayer(cloud, config)
 
@@ -45,6 +55,9 @@ def build_fake(args: argparse.Namespace) -> FakeZenlayer:
 async def serve(args: argparse.Namespace) -> int:
     """Serve until SIGINT or SIGTERM; the first stdout line is the base URL."""
     fake = build_fake(args)
+    if args.write_jobs:
+        ids = sorted(fake.cloud.instances)
+        args.write_jobs.write_text("instanceId\n" + "".join(f"{i}\n" for i in ids), encoding="utf-8")
     url = await fake.start(args.host, args.port)
     print(url, flush=True)
     print(f"fake Zenlayer API: {len(fake.cloud.instances)} instances; inspect at {url}/_fake/inspect", file=sys.stderr)

@@ -16,8 +16,8 @@ _TRUE = {"1", "true", "yes", "y"}
 
 def fleet_from_job_list(path: Path) -> list[FakeInstance]:
     """Instances named by a job list: STOPPED, non-GPU and idle unless its fake-only columns say
-    otherwise (``fakeGpu``, ``fakeBusySeconds``, ``fakeStatus``; ``fakeStatus=MISSING`` leaves the
-    instance out, so CreateImage answers not-found).
+    otherwise (``fakeGpu``, ``fakeBusySeconds``, ``fakeStatus``, ``fakeImageFails``;
+    ``fakeStatus=MISSING`` leaves the instance out, so CreateImage answers not-found).
     """
     jobs = JobList(path)
     jobs.check()
@@ -37,6 +37,7 @@ def fleet_from_job_list(path: Path) -> list[FakeInstance]:
                 status=status,
                 gpu=job.fake.get("fakeGpu", "").lower() in _TRUE,
                 busy_until=busy,
+                image_fails=job.fake.get("fakeImageFails", "").lower() in _TRUE,
             )
         )
     return fleet
@@ -48,7 +49,7 @@ def fleet_from_count(
     """``count`` STOPPED instances with ids ``1000000000000000001``...; a seeded share of them
     busy for a random time up to ``busy_max_seconds``, or GPU.
 
-    The ids match what ``imagebatch fake-server --write-jobs`` and the benchmarks generate.
+    ``imagebatch fake-server --write-jobs`` writes them as a job list; the benchmarks use the same ids.
     """
     rng = random.Random(seed)  # noqa: S311 - test fixture dice
     fleet = []

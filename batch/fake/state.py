@@ -39,6 +39,8 @@ class FakeInstance:
     #: :class:`FakeCloud` as seconds after its creation; it holds the absolute time from then on.
     busy_until: float = 0.0
     zone_id: str = "SEL-A"
+    #: its images end FAILED instead of AVAILABLE
+    image_fails: bool = False
 
 
 @dataclass(slots=True)
