@@ -128,6 +128,21 @@ def _add_run_args(parser: argparse.ArgumentParser) -> None:
         default=d.total_timeout,
         help="seconds for a whole request (default: %(default)s)",
     )
+    parser.add_argument(
+        "--wait", action="store_true", help="end each job when its image is AVAILABLE (or FAILED), not when it starts"
+    )
+    parser.add_argument(
+        "--poll-interval",
+        type=_positive_float,
+        default=d.poll_interval,
+        help="with --wait: seconds between status polls of all awaited images (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--wait-timeout",
+        type=_positive_float,
+        default=d.wait_timeout,
+        help="with --wait: fail a job whose image is not AVAILABLE after this many seconds (default: %(default)s)",
+    )
     parser.add_argument("--endpoint", help=f"API base URL (default: $ZENLAYER_ENDPOINT or {DEFAULT_ENDPOINT})")
     parser.add_argument("--seed", type=int, help="seed of the back-off jitter (for reproducible tests)")
     parser.add_argument("--quiet", action="store_true", help="no progress display")
@@ -217,7 +232,9 @@ class ProgressPrinter:
         done = sum(s.values())
         line = (
             f"[{p.elapsed:6.1f}s] {done}/{p.total} done (ok {s.get('succeeded', 0)}, failed {s.get('failed', 0)}, "
-            f"skipped {s.get('skipped', 0)}) | in flight {p.in_flight}, waiting {p.waiting} | "
+            f"skipped {s.get('skipped', 0)}) | in flight {p.in_flight}, retrying {p.waiting}"
+            + (f", images CREATING {p.awaiting_images}" if p.awaiting_images else "")
+            + " | "
             f"{p.api_calls} calls, pacing {p.rate:.1f}/s"
         )
         if self.tty:
@@ -281,6 +298,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         fmt=args.format,
         resume=args.resume,
         seed=args.seed,
+        wait=args.wait,
+        poll_interval=args.poll_interval,
+        wait_timeout=args.wait_timeout,
     )
     out = args.out or Path("runs") / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     run = Run(

@@ -48,6 +48,8 @@ class JobResult:
         image_name: the image name asked for.
         status: succeeded, failed or skipped.
         image_id: the image made or found, if any.
+        image_status: that image's status when the job ended (``CREATING`` right after
+            CreateImage; ``AVAILABLE`` or ``FAILED`` with ``--wait``).
         error: ``{"code", "message", "status", "requestId"}`` of the error that ended the job.
         reason: a short human explanation for skipped jobs and adopted images.
         attempts: API calls made for this job (CreateImage and look-ups).
@@ -61,6 +63,7 @@ class JobResult:
     image_name: str
     status: Status
     image_id: str | None = None
+    image_status: str | None = None
     error: Mapping[str, Any] | None = None
     reason: str | None = None
     attempts: int = 0
@@ -81,6 +84,7 @@ class JobResult:
             "imageName": self.image_name,
             "status": self.status.value,
             "imageId": self.image_id,
+            "imageStatus": self.image_status,
             "error": dict(self.error) if self.error else None,
             "reason": self.reason,
             "attempts": self.attempts,
@@ -99,6 +103,7 @@ class JobResult:
             image_name=record["imageName"],
             status=Status(record["status"]),
             image_id=record.get("imageId"),
+            image_status=record.get("imageStatus"),
             error=record.get("error"),
             reason=record.get("reason"),
             attempts=int(record.get("attempts", 0)),

@@ -41,6 +41,7 @@ from .models import Job, JobResult, Status
 from .naming import DEFAULT_NAME_TEMPLATE
 from .scheduling import Dispatcher, RateMeter, full_jitter
 from .sources import JobList
+from .waiting import ImageWaiter
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_FATAL", "EXIT_OK", "Progress", "Run", "RunOptions", "RunOutcome"]
 
@@ -67,6 +68,9 @@ class RunOptions:
     fmt: str | None = None
     resume: bool = False
     seed: int | None = None
+    wait: bool = False
+    poll_interval: float = 10.0
+    wait_timeout: float = 3600.0
 
     def check(self) -> None:
         """Raise :class:`UsageError` for values no run can use."""
@@ -80,6 +84,8 @@ class RunOptions:
             (self.max_attempts >= 1, "--max-attempts must be at least 1"),
             (self.grace >= 0, "--grace must not be negative"),
             (self.connect_timeout > 0 and self.total_timeout > 0, "timeouts must be positive"),
+            (self.poll_interval > 0, "--poll-interval must be positive"),
+            (self.wait_timeout > 0, "--wait-timeout must be positive"),
         ]
         for ok, message in checks:
             if not ok:
@@ -94,6 +100,7 @@ class Progress:
     by_status: dict[str, int]
     in_flight: int
     waiting: int
+    awaiting_images: int
     api_calls: int
     elapsed: float
     rate: float
@@ -172,6 +179,7 @@ class Run:
         self._intents: dict[str, str] = {}
         self._done_ids: set[str] = set()
         self._listed_done = 0
+        self.waiter: ImageWaiter[_JobState] = ImageWaiter(timeout=options.wait_timeout)
         self._t0 = time.monotonic()
 
     # ----- set-up ----------------------------------------------------------------------------
@@ -350,6 +358,7 @@ class Run:
         status: Status,
         *,
         image_id: str | None = None,
+        image_status: str | None = None,
         error: ApiError | None = None,
         reason: str | None = None,
     ) -> None:
@@ -359,6 +368,7 @@ class Run:
             image_name=st.job.image_name,
             status=status,
             image_id=image_id,
+            image_status=image_status,
             error=error.to_record() if error else None,
             reason=reason,
             attempts=st.attempts,
@@ -404,11 +414,11 @@ class Run:
                 image_id, image_status = existing
                 if st.resumed_intent:
                     reason = "adopted: created by an earlier, interrupted attempt of this run"
-                    self._finish(st, Status.SUCCEEDED, image_id=image_id, reason=reason)
+                    self._created(st, image_id, image_status, reason)
                 else:
                     reason = f"an image named {job.image_name!r} already exists ({image_status})"
-                    self._finish(st, Status.SKIPPED, image_id=image_id, reason=reason)
-                self.dispatcher.done()
+                    self._finish(st, Status.SKIPPED, image_id=image_id, image_status=image_status, reason=reason)
+                    self.dispatcher.done()
                 return
         try:
             if st.reconcile:
@@ -416,8 +426,7 @@ class Run:
                 st.reconcile = False
                 if found is not None:
                     reason = "adopted: an earlier attempt created it but its answer was lost"
-                    self._finish(st, Status.SUCCEEDED, image_id=found, reason=reason)
-                    self.dispatcher.done()
+                    self._created(st, found[0], found[1], reason)
                     return
             if not st.intent_written:
                 await self.writer.intent(job)
@@ -428,14 +437,64 @@ class Run:
         except ApiError as err:
             self._on_error(st, err)
             return
-        self._finish(st, Status.SUCCEEDED, image_id=created.image_id)
-        self.dispatcher.done()
+        self._created(st, created.image_id, "CREATING")
 
-    async def _find_by_name(self, name: str) -> str | None:
+    def _created(self, st: _JobState, image_id: str, image_status: str, reason: str | None = None) -> None:
+        """The job has its image: done now, or (``--wait``) when the image is AVAILABLE."""
+        if not self.options.wait or image_status == "AVAILABLE":
+            self._finish(st, Status.SUCCEEDED, image_id=image_id, image_status=image_status, reason=reason)
+            self.dispatcher.done()
+        else:
+            self.waiter.add(st, image_id, reason)  # stays in flight until the poller ends it
+
+    async def _find_by_name(self, name: str) -> tuple[str, str] | None:
         async for image in self.client.describe_custom_images(image_name=name, page_size=100):
             if image.get("imageName") == name and image.get("imageStatus") != "DELETING":
-                return str(image.get("imageId"))
+                return str(image.get("imageId")), str(image.get("imageStatus"))
         return None
+
+    async def _poll_images(self) -> None:
+        """``--wait``: every poll interval, look up all awaited images and end the jobs whose
+        image is AVAILABLE, FAILED, gone or out of time. Returns when the pool has nothing left."""
+        while not self.dispatcher.finished:
+            with anyio.move_on_after(self.options.poll_interval):
+                while not self.dispatcher.finished:
+                    await self.dispatcher.changed()
+            if self.dispatcher.finished or not self.waiter:
+                continue
+            if self.fatal is not None:
+                self._release_awaited(f"waiting stopped: {self.fatal.code}")
+                continue
+            try:
+                ended = await self.waiter.poll(self.client)
+            except FatalRunError as fatal:
+                self._stop_fatal(fatal)
+                continue
+            except ApiError:
+                continue  # the next poll tries again
+            for r in ended:
+                st = r.item
+                if r.outcome == "available":
+                    self._finish(st, Status.SUCCEEDED, image_id=r.image_id, image_status=r.image_status, reason=r.note)
+                else:
+                    code, text = {
+                        "failed": ("IMAGE_FAILED", f"image {r.image_id} ended {r.image_status}"),
+                        "missing": ("IMAGE_NOT_FOUND", f"image {r.image_id} disappeared while CREATING"),
+                        "timeout": (
+                            "WAIT_TIMEOUT",
+                            f"image {r.image_id} still {r.image_status} after {self.options.wait_timeout:g} s",
+                        ),
+                    }[r.outcome]
+                    failure = PermanentJobError(code, text, action="DescribeCustomImages")
+                    self._finish(st, Status.FAILED, image_id=r.image_id, image_status=r.image_status, error=failure)
+                self.dispatcher.done()
+
+    def _release_awaited(self, why: str) -> None:
+        """End awaited jobs without knowing how their images end (the run is stopping)."""
+        for st, image_id, note in self.waiter.drain():
+            reason = f"image created, not confirmed AVAILABLE ({why})" + (f"; {note}" if note else "")
+            self._finish(st, Status.SUCCEEDED, image_id=image_id, image_status="CREATING", reason=reason)
+            self.dispatcher.done()
 
     def _on_error(self, st: _JobState, err: ApiError) -> None:
         opts = self.options
@@ -445,11 +504,7 @@ class Run:
         if isinstance(err, FatalRunError):
             self._finish(st, Status.FAILED, error=err, reason="fatal for the run: stopping")
             self.dispatcher.done()
-            if self.fatal is None:
-                self.fatal = err
-                self.stopped_by = f"fatal:{err.code}"
-                self.events.log.warning(RUN_STOPPING, reason=self.stopped_by)
-                self.dispatcher.stop()
+            self._stop_fatal(err)
             return
         if isinstance(err, PermanentJobError):
             self._finish(st, Status.FAILED, error=err)
@@ -487,6 +542,14 @@ class Run:
         )
         self.dispatcher.retry_at(st, now + delay)
 
+    def _stop_fatal(self, err: ApiError) -> None:
+        """No job can succeed any more: stop handing out jobs (the first fatal error wins)."""
+        if self.fatal is None:
+            self.fatal = err
+            self.stopped_by = f"fatal:{err.code}"
+            self.events.log.warning(RUN_STOPPING, reason=self.stopped_by)
+            self.dispatcher.stop()
+
     def _skip_rest(self, reason: str) -> None:
         """After a fatal error: every job not yet ended is recorded as skipped."""
         for st in [*self.dispatcher.drain_waiting(), *self.dispatcher.drain_source()]:
@@ -505,6 +568,7 @@ class Run:
             by_status=dict(self.by_status),
             in_flight=self.dispatcher.in_flight if hasattr(self, "dispatcher") else 0,
             waiting=self.dispatcher.waiting if hasattr(self, "dispatcher") else 0,
+            awaiting_images=len(self.waiter),
             api_calls=calls,
             elapsed=elapsed,
             rate=self.meter.throttle.rate if hasattr(self, "meter") else 0.0,
@@ -618,6 +682,8 @@ class Run:
                         async with anyio.create_task_group() as pool:
                             for _ in range(self.options.concurrency):
                                 pool.start_soon(self._worker)
+                            if self.options.wait:
+                                pool.start_soon(self._poll_images)
                 if self.fatal is not None and self.stopped_by and self.stopped_by.startswith("fatal"):
                     self._skip_rest(f"run stopped: {self.fatal.code}: {self.fatal.message}")
                 with anyio.CancelScope(shield=True):

@@ -232,6 +232,21 @@ class Dispatcher(Generic[T]):
             self._ready.extend(batch)
             self._notify()
 
+    @property
+    def finished(self) -> bool:
+        """Nothing left: source drained, nothing ready, waiting or in flight."""
+        return (
+            self._source is None
+            and not self._ready
+            and not self._waiting
+            and self._in_flight == 0
+            and not self._admitting
+        )
+
+    async def changed(self) -> None:
+        """Return at the next change (an item given back, a stop)."""
+        await self._changed.wait()
+
     def done(self) -> None:
         """An item taken is finished."""
         self._in_flight -= 1
