@@ -68,6 +68,9 @@ class NameTemplate:
                 msg = f"--name-template {template!r}: unknown field {root!r}; known: {', '.join(sorted(allowed))}"
                 raise ValueError(msg)
         self.fields = frozenset(fields)
+        roots = {re.split(r"[.\[]", f, maxsplit=1)[0] for f in fields}  # {instanceId[0]} reads instanceId
+        self._columns = tuple(sorted(roots - {"date", "run_id"}))
+        self._date: _FormattedOnce | None = None
 
     def render(self, row: Mapping[str, Any], *, date: datetime, run_id: str) -> str:
         """Fill the template for one job row.
@@ -77,5 +80,26 @@ class NameTemplate:
             date: the run's start time.
             run_id: the run's id.
         """
-        values = {f: row.get(f) or "" for f in self.fields if f not in {"date", "run_id"}}
-        return self.template.format_map({**values, "date": date, "run_id": run_id})
+        if self._date is None or self._date.value is not date:
+            self._date = _FormattedOnce(date)
+        values = {f: row.get(f) or "" for f in self._columns}
+        return self.template.format_map({**values, "date": self._date, "run_id": run_id})
+
+
+class _FormattedOnce:
+    """Formats a value once per format spec: the run's date is the same for every job."""
+
+    __slots__ = ("_cache", "value")
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+        self._cache: dict[str, str] = {}
+
+    def __format__(self, spec: str) -> str:
+        text = self._cache.get(spec)
+        if text is None:
+            text = self._cache[spec] = format(self.value, spec)
+        return text
+
+    def __getattr__(self, name: str) -> Any:  # {date.year} and the like
+        return getattr(self.value, name)

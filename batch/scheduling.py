@@ -179,6 +179,7 @@ class Dispatcher(Generic[T]):
         self._seq = itertools.count()
         self._in_flight = 0
         self._changed = anyio.Event()
+        self._listeners = 0
         self.stopped = False
 
     @property
@@ -192,8 +193,10 @@ class Dispatcher(Generic[T]):
         return len(self._waiting)
 
     def _notify(self) -> None:
-        self._changed.set()
-        self._changed = anyio.Event()
+        # Only when someone listens: done() runs once per job, and a new Event is not free.
+        if self._listeners:
+            self._changed.set()
+            self._changed = anyio.Event()
 
     async def take(self) -> T | None:
         """Return the next item to work on, waiting if only retries that are not yet due remain."""
@@ -210,10 +213,9 @@ class Dispatcher(Generic[T]):
             if not self._waiting and self._in_flight == 0 and not self._admitting and self._source is None:
                 self._notify()
                 return None
-            changed = self._changed
             timeout = self._waiting[0][0] - self._clock() if self._waiting else None
             with anyio.move_on_after(timeout):
-                await changed.wait()
+                await self.changed()
         return None
 
     async def _refill(self) -> None:
@@ -245,7 +247,12 @@ class Dispatcher(Generic[T]):
 
     async def changed(self) -> None:
         """Return at the next change (an item given back, a stop)."""
-        await self._changed.wait()
+        changed = self._changed
+        self._listeners += 1
+        try:
+            await changed.wait()
+        finally:
+            self._listeners -= 1
 
     def done(self) -> None:
         """An item taken is finished."""
