@@ -36,6 +36,8 @@ from .signing import ALGORITHM, sign
 __all__ = ["API_VERSION", "ApiResponse", "CreatedImage", "RequestRecord", "ZecClient"]
 
 API_VERSION = "2025-09-01"
+# One encoder, made once: json.dumps with options builds a new encoder on every call.
+_compact_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 SERVICE = "zec"
 CONTENT_TYPE = "application/json"
 MAX_IDS_PER_CALL = 100
@@ -185,7 +187,7 @@ class ZecClient:
             raise RuntimeError(msg)
         if self._gate is not None:
             await self._gate(action)
-        body = json.dumps(params, separators=(",", ":"), ensure_ascii=False).encode()
+        body = _compact_json(params).encode()
         headers = self._headers(action, body)
         started = time.monotonic()
         status: int | None = None

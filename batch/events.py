@@ -8,6 +8,7 @@ close, so logging costs no system call per event.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import MutableMapping
@@ -40,6 +41,14 @@ def _add_time(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Muta
     return event
 
 
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=repr).encode
+
+
+def _serialize(event: Any, **_kw: Any) -> str:
+    # A prebuilt encoder: json.dumps with options would build a new one for every event.
+    return _encode(event)
+
+
 class _BufferedLineWriter:
     """The logger structlog wraps: appends each rendered line to a buffered text file."""
 
@@ -64,7 +73,7 @@ class EventLog:
         # bind() once: the lazy proxy wrap_logger returns would rebuild the logger on every call.
         self.log = structlog.wrap_logger(
             _BufferedLineWriter(stream),
-            processors=[_add_time, structlog.processors.JSONRenderer(separators=(",", ":"))],
+            processors=[_add_time, structlog.processors.JSONRenderer(serializer=_serialize)],
             wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
         ).bind()
 

@@ -45,11 +45,13 @@ EVENTS_FILE = "events.jsonl"
 SUMMARY_FILE = "summary.json"
 LOCK_FILE = ".lock"
 _SAFE = re.compile(r"[A-Za-z0-9._:-]+")
+# One encoder, made once: json.dumps with options builds a new encoder on every call.
+_compact_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 def encode_record(record: dict[str, Any]) -> bytes:
     """One journal line: CRC32 of the JSON text, a space, the JSON text, a newline."""
-    return _frame(json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode())
+    return _frame(_compact_json(record).encode())
 
 
 def _frame(text: bytes) -> bytes:
@@ -206,7 +208,7 @@ class RunDirectory:
 
     def rebuild_results(self, state: JournalState) -> None:
         """Rewrite ``results.jsonl`` from the journal: one line per ended job, no torn line."""
-        lines = [json.dumps(r, ensure_ascii=False) + "\n" for r in state.results.values()]
+        lines = [_compact_json(r) + "\n" for r in state.results.values()]
         write_atomic(self.file(RESULTS_FILE), "".join(lines).encode())
 
     def compact_journal(self, state: JournalState) -> None:
@@ -267,7 +269,7 @@ class JournalWriter:
 
     def result(self, result: JobResult) -> None:
         """Queue a job's final result (durable at the next group sync)."""
-        text = json.dumps(result.to_record(), ensure_ascii=False).encode()
+        text = _compact_json(result.to_record()).encode()
         # Encoded once: the same JSON is the results.jsonl line and the journal record's payload.
         self._submit(_frame(b'{"type":"result","result":' + text + b"}"), text + b"\n")
 

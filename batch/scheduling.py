@@ -206,7 +206,16 @@ class Dispatcher(Generic[T]):
                 return heapq.heappop(self._waiting)[2]
             if self._ready:
                 self._in_flight += 1
-                return self._ready.popleft()
+                item = self._ready.popleft()
+                if self._source is not None and not self._admitting and len(self._ready) < self._batch // 2:
+                    # Top up before running dry: this taker waits for the admission while the
+                    # others keep working on what is ready.
+                    await self._refill()
+                    if self.stopped:
+                        self._in_flight -= 1
+                        self._ready.appendleft(item)
+                        return None
+                return item
             if self._source is not None and not self._admitting:
                 await self._refill()
                 continue

@@ -181,6 +181,17 @@ def succeeded(m: Measured) -> int:
     return sum(1 for n in m.seen.get("createdPerInstance", {}).values() if n >= 1)
 
 
+def load(runs: list[Measured], jobs: int) -> dict[str, str]:
+    """What a tool costs: client CPU per job, API requests per job (429s included), 429 answers."""
+    calls = median([sum(r.seen.get("calls", {}).values()) / jobs for r in runs])
+    throttled = median([float(r.seen.get("codes", {}).get("REQUEST_LIMIT_EXCEEDED", 0)) for r in runs])
+    return {
+        "CPU ms/job": f"{median([r.cpu for r in runs]) * 1000 / jobs:.3f}",
+        "calls/job": f"{calls:.2f}",
+        "429s": f"{throttled:.0f}",
+    }
+
+
 def share_429_after(m: Measured, skip_seconds: int) -> float:
     timeline = m.seen.get("timeline", [])[skip_seconds:]
     total = sum(t[0] for t in timeline)
@@ -215,7 +226,7 @@ def scenario_rate_bound(size: dict[str, Any], work: Path, repeat: int, tools: di
                     "wall s": f"{wall:.1f}",
                     "efficiency": f"{eff:.3f}",
                     "target": ">= 0.95",
-                    "CPU ms/job": f"{median([r.cpu for r in runs]) * 1000 / n:.3f}",
+                    **load(runs, n),
                     "done": f"{median([float(succeeded(r)) for r in runs]):.0f}/{n}",
                 },
             )
@@ -257,7 +268,7 @@ def scenario_busy(size: dict[str, Any], work: Path, repeat: int, tools: dict[str
                     "target": "<= 1.10, 0 failed",
                     "failed": f"{failed:.0f}",
                     "limit s": f"{bound:.1f}",
-                    "CPU ms/job": f"{median([r.cpu for r in runs]) * 1000 / n:.3f}",
+                    **load(runs, n),
                 },
             )
         )
@@ -284,7 +295,7 @@ def scenario_over_limit(size: dict[str, Any], work: Path, repeat: int, tools: di
                     "429 share after 5 s": f"{median([share_429_after(r, 5) for r in runs]):.3f}",
                     "goodput/limit": f"{goodput:.3f}",
                     "target": "429 <= 0.05, goodput >= 0.90",
-                    "CPU ms/job": f"{median([r.cpu for r in runs]) * 1000 / n:.3f}",
+                    **load(runs, n),
                 },
             )
         )
@@ -307,7 +318,7 @@ def scenario_overhead(size: dict[str, Any], work: Path, repeat: int, tools: dict
                 name,
                 {
                     "jobs/s": f"{jps:.0f}",
-                    "CPU ms/job": f"{median([r.cpu for r in runs]) * 1000 / n:.3f}",
+                    **load(runs, n),
                     "target": "imagebatch <= 0.5 ms, >= 0.7x bare",
                 },
             )
