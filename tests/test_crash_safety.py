@@ -215,6 +215,7 @@ def test_lock_refuses_a_second_process_and_stale_lock_does_not_block(tmp_path: P
     fake = fake_factory("--instances", "5")
     job_list = write_csv(tmp_path / "jobs.csv", [instance_id(n) for n in range(1, 6)])
     out = tmp_path / "run"
+    out.mkdir()
     holder = RunDirectory(out)
     holder.lock()
     try:
