@@ -185,6 +185,12 @@ def _add_fake_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-skew", type=_non_negative_float, default=300.0, help="accepted clock skew of signatures, seconds"
     )
+    parser.add_argument(
+        "--list-lag-seconds",
+        type=_non_negative_float,
+        default=0.0,
+        help="new images show in DescribeCustomImages only after this long (eventual consistency)",
+    )
     parser.add_argument("--write-jobs", type=Path, metavar="CSV", help="write a job list of the fleet's instances")
     parser.add_argument("--seed", type=int, default=0, help="seed of the fault dice")
     parser.add_argument("--access-key-id", default=DEFAULT_ACCESS_KEY_ID, help="accepted key id (default: %(default)s)")

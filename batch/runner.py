@@ -119,6 +119,8 @@ class RunOutcome:
 class _JobState:
     job: Job
     reconcile: bool = False
+    #: an earlier CreateImage of this job may have been applied (answer lost, or a resumed run)
+    maybe_created: bool = False
     resumed_intent: bool = False
     intent_written: bool = False
     attempts: int = 0
@@ -338,7 +340,7 @@ class Run:
             if job.instance_id in self._done_ids:
                 continue
             sent = job.instance_id in self._intents
-            yield _JobState(job, reconcile=sent, resumed_intent=sent, intent_written=sent)
+            yield _JobState(job, reconcile=sent, maybe_created=sent, resumed_intent=sent, intent_written=sent)
 
     async def _admit(self, batch: list[_JobState]) -> None:
         """Make the intents of a batch of new jobs durable with one fsync, before any is sent.
@@ -511,6 +513,10 @@ class Run:
             self.dispatcher.done()
             return
         if isinstance(err, InstanceBusyError):
+            if st.maybe_created:
+                # Busy may mean IMAGING for our own image whose answer was lost and which the
+                # look-up did not list yet: look again before the next CreateImage.
+                st.reconcile = True
             st.first_busy_at = st.first_busy_at or now
             if now - st.first_busy_at >= opts.busy_timeout:
                 self._finish(st, Status.FAILED, error=err, reason=f"instance still busy after {opts.busy_timeout:g} s")
@@ -525,7 +531,7 @@ class Run:
             delay = full_jitter(min(st.throttled, 4), base=opts.backoff_base / 4, cap=opts.backoff_cap, rng=self.rng)
         else:
             if err.may_have_committed:
-                st.reconcile = True
+                st.reconcile = st.maybe_created = True
             st.failures += 1
             if st.failures >= opts.max_attempts:
                 self._finish(st, Status.FAILED, error=err, reason=f"gave up after {st.failures} failed attempts")

@@ -168,6 +168,20 @@ async def test_random_lost_responses_are_duplicate_free(tmp_path: Path, make_fak
     assert {r["status"] for r in results.values()} == {"succeeded"}
 
 
+async def test_lost_answer_with_listing_lag_never_duplicates(tmp_path: Path, make_fake: FakeFactory) -> None:
+    """The image of a lost answer is not listed yet at the first look-up; the retry finds the
+    instance busy (IMAGING our image), so it looks again and adopts instead of creating a second."""
+    fake = await make_fake(
+        instances("i-0"),
+        cloud_kwargs={"image_ready_seconds": 0.5, "list_lag_seconds": 0.2},
+        scripts={"i-0": ["lost"]},
+    )
+    outcome, results = await run_jobs(tmp_path, fake, ["i-0"], backoff_base=0.1, backoff_cap=0.1)
+    assert outcome.exit_code == 0
+    assert "adopted" in results["i-0"]["reason"]
+    assert fake.inspect()["createdPerInstance"] == {"i-0": 1}
+
+
 async def test_dropped_before_commit_is_retried(tmp_path: Path, make_fake: FakeFactory) -> None:
     """A connection dropped before anything was done: the look-up finds nothing, the retry creates it once."""
     fake = await make_fake(instances("i-0"), scripts={"i-0": ["drop"]})

@@ -36,6 +36,7 @@ def build_fake(args: argparse.Namespace) -> FakeZenlayer:
         image_quota=args.quota,
         failed_images=failing,
         transition_seconds=args.transition_seconds,
+        list_lag_seconds=args.list_lag_seconds,
     )
     config = FakeConfig(
         access_key_id=args.access_key_id,

@@ -92,7 +92,7 @@ def describe_custom_images(cloud: FakeCloud, params: dict[str, Any]) -> dict[str
     ids = _id_list(params, "imageIds", required=False, limit=None)
     name = params.get("imageName")
     status = params.get("imageStatus")
-    images = sorted(cloud.images.values(), key=lambda i: i.image_id)
+    images = sorted(cloud.listed_images(), key=lambda i: i.image_id)
     if ids is not None:
         wanted = set(ids)
         images = [i for i in images if i.image_id in wanted]

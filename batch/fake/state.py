@@ -85,6 +85,8 @@ class FakeCloud:
         failed_images: instance ids whose images end FAILED instead of AVAILABLE.
         transition_seconds: time spent STOPPING or BOOTING.
         image_quota: how many custom images the account may hold (``None``: no limit).
+        list_lag_seconds: a new image shows in DescribeCustomImages only this long after it was
+            created (eventual consistency, which the real API may have).
         clock: monotonic clock in seconds.
     """
 
@@ -96,8 +98,10 @@ class FakeCloud:
         failed_images: Iterable[str] = (),
         transition_seconds: float = 1.0,
         image_quota: int | None = None,
+        list_lag_seconds: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.list_lag_seconds = list_lag_seconds
         self.instances: dict[str, FakeInstance] = {i.instance_id: i for i in instances}
         start = clock()
         for inst in self.instances.values():
@@ -217,6 +221,11 @@ class FakeCloud:
         if not on and inst.status != "RUNNING":
             return FakeApiError("instance is not running", code="OPERATION_DENIED_INSTANCE_NOT_RUNNING", status=403)
         return None
+
+    def listed_images(self) -> list[FakeImage]:
+        """The images DescribeCustomImages shows now (a new one only after the list lag)."""
+        visible_before = self.clock() - self.list_lag_seconds
+        return [i for i in self.images.values() if i.created_at <= visible_before]
 
     def images_per_instance(self) -> dict[str, int]:
         """Live (not deleted) images per source instance."""
