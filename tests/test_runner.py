@@ -56,6 +56,8 @@ async def test_all_succeed_with_full_records(tmp_path: Path, make_fake: FakeFact
     attempts = [e for e in events if e["event"] == "api.attempt" and e["action"] == "CreateImage"]
     assert len(attempts) == 20
     assert {"limiterWaitSeconds", "apiSeconds", "requestId", "instanceId"} <= set(attempts[0])
+    for path in (tmp_path / "run").iterdir():  # the secret is nowhere in the run's files
+        assert CREDS.secret not in path.read_text(errors="replace"), path.name
 
 
 async def test_second_run_same_day_skips_existing(tmp_path: Path, make_fake: FakeFactory) -> None:
