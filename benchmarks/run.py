@@ -416,6 +416,13 @@ def main() -> int:
     parser.add_argument("--only", help="comma-separated scenario numbers, e.g. 1,4")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--no-baselines", action="store_true", help="measure imagebatch alone (for tuning)")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="REPORT",
+        help="run imagebatch under pyinstrument in scenario 4 and write its text report here "
+        "(its figures then include the profiler's cost)",
+    )
     args = parser.parse_args()
     sizes = SIZES["quick" if args.quick else "full"]
     repeat = args.repeat or (1 if args.quick else 3)
@@ -449,6 +456,18 @@ def main() -> int:
             rows += scenario_over_limit(sizes["s3"], work, repeat, tools(2 * sizes["s3"]["limit"]))
         if "4" in only:
             s4_tools = {"bare aiohttp": lambda j, u, w: bare(j, u, w), **tools(1_000_000)}
+            if args.profile:
+                report = str(args.profile.resolve())
+                s4_tools["imagebatch"] = lambda j, u, w: [
+                    PY,
+                    "-m",
+                    "pyinstrument",
+                    "-r",
+                    "text",
+                    "-o",
+                    report,
+                    *imagebatch(j, u, w, rate=1_000_000)[1:],
+                ]
             rows += scenario_overhead(sizes["s4"], work, repeat, s4_tools)
         if "5" in only:
             rows += scenario_memory(sizes["s5"], work, repeat)
