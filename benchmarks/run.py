@@ -208,121 +208,85 @@ class Row:
     figures: dict[str, str]
 
 
-def scenario_rate_bound(size: dict[str, Any], work: Path, repeat: int, tools: dict[str, Tool]) -> list[Row]:
-    n, limit = size["jobs"], size["limit"]
-    jobs = write_jobs(work / "s1.csv", n)
-    flags = ["--instances", str(n), "--rate-limit", str(limit), "--image-ready-seconds", "1"]
+def compare(
+    title: str,
+    tools: dict[str, Tool],
+    jobs: Path,
+    work: Path,
+    flags: list[str],
+    repeat: int,
+    figures: Callable[[list[Measured], float], dict[str, str]],
+) -> list[Row]:
+    """Run every tool on the same scenario; each row gets the scenario's figures and the load."""
+    n = int(flags[flags.index("--instances") + 1])
     rows, walls = [], {}
     for name, tool in tools.items():
         runs = measure(tool, jobs, work, flags, repeat)
         wall = median([r.wall for r in runs])
         walls[name] = wall
-        eff = (n / limit) / wall
-        rows.append(
-            Row(
-                "1 rate-bound",
-                name,
-                {
-                    "wall s": f"{wall:.1f}",
-                    "efficiency": f"{eff:.3f}",
-                    "target": ">= 0.95",
-                    **load(runs, n),
-                    "done": f"{median([float(succeeded(r)) for r in runs]):.0f}/{n}",
-                },
-            )
-        )
-    _ratios(rows, walls)
+        rows.append(Row(title, name, {"wall s": f"{wall:.1f}", **figures(runs, wall), **load(runs, n)}))
+    base = walls.get("imagebatch")
+    for row in rows:
+        if base and row.tool != "imagebatch":
+            row.figures["imagebatch speed-up"] = f"{walls[row.tool] / base:.2f}x"
     return rows
+
+
+def scenario_rate_bound(size: dict[str, Any], work: Path, repeat: int, tools: dict[str, Tool]) -> list[Row]:
+    n, limit = size["jobs"], size["limit"]
+    flags = ["--instances", str(n), "--rate-limit", str(limit), "--image-ready-seconds", "1"]
+
+    def figures(runs: list[Measured], wall: float) -> dict[str, str]:
+        return {
+            "efficiency": f"{(n / limit) / wall:.3f}",
+            "target": ">= 0.95",
+            "done": f"{median([float(succeeded(r)) for r in runs]):.0f}/{n}",
+        }
+
+    return compare("1 rate-bound", tools, write_jobs(work / "s1.csv", n), work, flags, repeat, figures)
 
 
 def scenario_busy(size: dict[str, Any], work: Path, repeat: int, tools: dict[str, Tool]) -> list[Row]:
     n, limit, busy_s = size["jobs"], size["limit"], size["busy_seconds"]
-    jobs = write_jobs(work / "s2.csv", n)
     busy = sum(1 for i in fleet_from_count(n, busy_fraction=0.3, busy_max_seconds=busy_s, seed=0) if i.busy_until)
     bound = (n + busy) / limit
-    flags = [
-        "--instances",
-        str(n),
-        "--rate-limit",
-        str(limit),
-        "--busy-fraction",
-        "0.3",
-        "--busy-max-seconds",
-        str(busy_s),
-        "--image-ready-seconds",
-        "1",
-    ]
-    rows, walls = [], {}
-    for name, tool in tools.items():
-        runs = measure(tool, jobs, work, flags, repeat)
-        wall = median([r.wall for r in runs])
-        walls[name] = wall
-        failed = n - median([float(succeeded(r)) for r in runs])
-        rows.append(
-            Row(
-                "2 busy 30%",
-                name,
-                {
-                    "wall s": f"{wall:.1f}",
-                    "wall/limit": f"{wall / bound:.3f}",
-                    "target": "<= 1.10, 0 failed",
-                    "failed": f"{failed:.0f}",
-                    "limit s": f"{bound:.1f}",
-                    **load(runs, n),
-                },
-            )
-        )
-    _ratios(rows, walls)
-    return rows
+    flags = ["--instances", str(n), "--rate-limit", str(limit), "--image-ready-seconds", "1"]
+    flags += ["--busy-fraction", "0.3", "--busy-max-seconds", str(busy_s)]
+
+    def figures(runs: list[Measured], wall: float) -> dict[str, str]:
+        return {
+            "wall/limit": f"{wall / bound:.3f}",
+            "target": "<= 1.10, 0 failed",
+            "failed": f"{n - median([float(succeeded(r)) for r in runs]):.0f}",
+            "limit s": f"{bound:.1f}",
+        }
+
+    return compare("2 busy 30%", tools, write_jobs(work / "s2.csv", n), work, flags, repeat, figures)
 
 
 def scenario_over_limit(size: dict[str, Any], work: Path, repeat: int, tools: dict[str, Tool]) -> list[Row]:
     n, limit = size["jobs"], size["limit"]
-    jobs = write_jobs(work / "s3.csv", n)
     flags = ["--instances", str(n), "--rate-limit", str(limit), "--image-ready-seconds", "1"]
-    rows, walls = [], {}
-    for name, tool in tools.items():
-        runs = measure(tool, jobs, work, flags, repeat)
-        wall = median([r.wall for r in runs])
-        walls[name] = wall
-        goodput = median([succeeded(r) / r.wall / limit for r in runs])
-        rows.append(
-            Row(
-                "3 client at 2x limit",
-                name,
-                {
-                    "wall s": f"{wall:.1f}",
-                    "429 share after 5 s": f"{median([share_429_after(r, 5) for r in runs]):.3f}",
-                    "goodput/limit": f"{goodput:.3f}",
-                    "target": "429 <= 0.05, goodput >= 0.90",
-                    **load(runs, n),
-                },
-            )
-        )
-    _ratios(rows, walls)
-    return rows
+
+    def figures(runs: list[Measured], _wall: float) -> dict[str, str]:
+        return {
+            "429 share after 5 s": f"{median([share_429_after(r, 5) for r in runs]):.3f}",
+            "goodput/limit": f"{median([succeeded(r) / r.wall / limit for r in runs]):.3f}",
+            "target": "429 <= 0.05, goodput >= 0.90",
+        }
+
+    return compare("3 client at 2x limit", tools, write_jobs(work / "s3.csv", n), work, flags, repeat, figures)
 
 
 def scenario_overhead(size: dict[str, Any], work: Path, repeat: int, tools: dict[str, Tool]) -> list[Row]:
     n = size["jobs"]
-    jobs = write_jobs(work / "s4.csv", n)
     flags = ["--instances", str(n), "--image-ready-seconds", "1"]
-    rows, rates = [], {}
-    for name, tool in tools.items():
-        runs = measure(tool, jobs, work, flags, repeat)
-        jps = median([n / r.wall for r in runs])
-        rates[name] = jps
-        rows.append(
-            Row(
-                "4 overhead",
-                name,
-                {
-                    "jobs/s": f"{jps:.0f}",
-                    **load(runs, n),
-                    "target": "imagebatch <= 0.5 ms, >= 0.7x bare",
-                },
-            )
-        )
+
+    def figures(runs: list[Measured], _wall: float) -> dict[str, str]:
+        return {"jobs/s": f"{median([n / r.wall for r in runs]):.0f}", "target": "imagebatch <= 0.5 ms, >= 0.7x bare"}
+
+    rows = compare("4 overhead", tools, write_jobs(work / "s4.csv", n), work, flags, repeat, figures)
+    rates = {row.tool: float(row.figures["jobs/s"]) for row in rows}
     limit = rates.get("bare aiohttp")
     for row in rows:
         if limit:
@@ -372,13 +336,6 @@ def scenario_memory(size: dict[str, Any], work: Path, repeat: int) -> list[Row]:
         growth = float(pair[1].figures["peak RSS MB"]) - float(pair[0].figures["peak RSS MB"])
         pair[1].figures["growth MB"] = f"{growth:+.1f}"
     return rows
-
-
-def _ratios(rows: list[Row], walls: dict[str, float]) -> None:
-    base = walls.get("imagebatch")
-    for row in rows:
-        if base and row.tool != "imagebatch":
-            row.figures["imagebatch speed-up"] = f"{walls[row.tool] / base:.2f}x"
 
 
 # ----- main ------------------------------------------------------------------------------------
