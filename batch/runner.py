@@ -30,6 +30,7 @@ from .errors import (
     ApiError,
     FatalRunError,
     InstanceBusyError,
+    JobListError,
     PermanentJobError,
     RunDirectoryError,
     ThrottledError,
@@ -175,6 +176,7 @@ class Run:
         self.error_codes: Counter[str] = Counter()
         self.retries = 0
         self.fatal: ApiError | None = None
+        self.list_problem: str | None = None
         self.stopped_by: str | None = None
         self.total_jobs = 0
         self._existing: dict[str, tuple[str, str]] = {}
@@ -336,11 +338,19 @@ class Run:
     # ----- jobs ------------------------------------------------------------------------------
 
     def _source(self, jobs: JobList) -> Iterator[_JobState]:
-        for job in jobs:
-            if job.instance_id in self._done_ids:
-                continue
-            sent = job.instance_id in self._intents
-            yield _JobState(job, reconcile=sent, maybe_created=sent, resumed_intent=sent, intent_written=sent)
+        try:
+            for job in jobs:
+                if job.instance_id in self._done_ids:
+                    continue
+                sent = job.instance_id in self._intents
+                yield _JobState(job, reconcile=sent, maybe_created=sent, resumed_intent=sent, intent_written=sent)
+        except JobListError as exc:
+            # The file was validated before the first call; a bad row now means it was changed
+            # under the running job: stop starting jobs, finish the ones in flight, exit 3.
+            self.list_problem = exc.problems[0]
+            self.stopped_by = f"job list changed during the run: {self.list_problem}"
+            self.events.log.warning(RUN_STOPPING, reason=self.stopped_by)
+            self.dispatcher.stop()
 
     async def _admit(self, batch: list[_JobState]) -> None:
         """Make the intents of a batch of new jobs durable with one fsync, before any is sent.
@@ -604,7 +614,7 @@ class Run:
             return EXIT_SIGINT
         if self.stopped_by == "SIGTERM":
             return EXIT_SIGTERM
-        if self.fatal is not None:
+        if self.fatal is not None or self.list_problem is not None:
             return EXIT_FATAL
         return EXIT_FAILED if self.by_status.get(Status.FAILED.value) else EXIT_OK
 

@@ -289,3 +289,30 @@ async def test_2000_jobs_with_server_rate_limit_account_for_every_job_once(
     seen = fake.inspect()
     assert seen["createdPerInstance"] == dict.fromkeys(ids, 1)
     assert outcome.summary["byStatus"]["succeeded"] == 2000
+
+
+async def test_job_list_changed_under_a_running_job(tmp_path: Path, make_fake: FakeFactory) -> None:
+    """A row made bad after validation (the file rewritten mid-run) stops the run cleanly with
+    exit 3 and the place named; jobs already done keep their lines."""
+    import anyio
+
+    ids = [f"i-{n}" for n in range(60)]
+    fake = await make_fake(instances(*ids))
+    job_list = write_csv(tmp_path / "jobs.csv", ids)
+    run = Run(job_list, tmp_path / "run", RunOptions(rate=20, seed=1), credentials=CREDS, endpoint=fake.url)
+
+    async def spoil_the_list() -> None:
+        while not (tmp_path / "run" / "results.jsonl").exists() or not fake.calls.get("CreateImage"):
+            await anyio.sleep(0.01)
+        with job_list.open("a") as handle:
+            handle.write("bad id!\n")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(spoil_the_list)
+        outcome = await run.execute()
+    assert outcome.exit_code == 3
+    assert "job list changed during the run" in outcome.summary["stoppedBy"]
+    assert "jobs.csv:62: field 'instanceId'" in outcome.summary["stoppedBy"]
+    lines = (tmp_path / "run" / "results.jsonl").read_text().splitlines()
+    assert 0 < len(lines) <= 60
+    assert fake.inspect()["duplicateInstances"] == []
