@@ -302,7 +302,8 @@ async def test_job_list_changed_under_a_running_job(tmp_path: Path, make_fake: F
     run = Run(job_list, tmp_path / "run", RunOptions(rate=20, seed=1), credentials=CREDS, endpoint=fake.url)
 
     async def spoil_the_list() -> None:
-        while not (tmp_path / "run" / "results.jsonl").exists() or not fake.calls.get("CreateImage"):
+        # Polls outside state (a file, the fake's counters): there is no event to wait on.
+        while not (tmp_path / "run" / "results.jsonl").exists() or not fake.calls.get("CreateImage"):  # noqa: ASYNC110
             await anyio.sleep(0.01)
         with job_list.open("a") as handle:
             handle.write("bad id!\n")
