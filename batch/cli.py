@@ -1,7 +1,8 @@
 """The ``imagebatch`` command: parse, build, run, map errors to exit codes.
 
 Exit codes: 0 no job failed; 1 some jobs failed; 2 bad input or usage (nothing sent);
-3 the run stopped early on a fatal error; 130 / 143 stopped by SIGINT / SIGTERM.
+3 the run stopped early (fatal API error, unwritable run directory, job list changed under it);
+130 / 143 stopped by SIGINT / SIGTERM.
 """
 
 from __future__ import annotations
