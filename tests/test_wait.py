@@ -20,7 +20,7 @@ async def test_wait_ends_jobs_when_images_are_available(tmp_path: Path, make_fak
     """Every job ends succeeded with imageStatus AVAILABLE; polls are batched, not one per job per interval."""
     ids = [f"i-{n}" for n in range(30)]
     fake = await make_fake(instances(*ids), cloud_kwargs={"image_ready_seconds": 0.3})
-    outcome, results = await run_jobs(tmp_path, fake, ids, **WAIT)
+    outcome, results = await run_jobs(tmp_path, fake, ids, **{**WAIT, "poll_interval": 0.2})
     assert outcome.exit_code == 0
     assert {r["imageStatus"] for r in results.values()} == {"AVAILABLE"}
     assert {r["status"] for r in results.values()} == {"succeeded"}
