@@ -99,7 +99,7 @@ async def test_busy_past_timeout_fails_with_code(tmp_path: Path, make_fake: Fake
 async def test_busy_job_does_not_hold_a_worker(tmp_path: Path, make_fake: FakeFactory) -> None:
     """With one worker, a long-busy first job does not stop the others from finishing first."""
     ids = ["i-busy", *[f"i-{n}" for n in range(5)]]
-    fake = await make_fake([FakeInstance("i-busy", busy_until=0.5), *instances(*ids[1:])])
+    fake = await make_fake([FakeInstance("i-busy", busy_until=1.0), *instances(*ids[1:])])
     outcome, results = await run_jobs(tmp_path, fake, ids, concurrency=1, backoff_base=0.2, backoff_cap=0.2)
     assert outcome.exit_code == 0
     order = list(results)
