@@ -20,6 +20,7 @@ from typing import Any, Self
 import aiohttp
 import yarl
 
+from ._jsonenc import compact_json as _compact_json
 from ._version import __version__
 from .credentials import Credentials, parse_endpoint
 from .errors import (
@@ -36,8 +37,6 @@ from .signing import ALGORITHM, sign
 __all__ = ["API_VERSION", "ApiResponse", "CreatedImage", "RequestRecord", "ZecClient"]
 
 API_VERSION = "2025-09-01"
-# One encoder, made once: json.dumps with options builds a new encoder on every call.
-_compact_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 SERVICE = "zec"
 CONTENT_TYPE = "application/json"
 MAX_IDS_PER_CALL = 100

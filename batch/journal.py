@@ -33,6 +33,7 @@ from typing import Any
 
 import anyio
 
+from ._jsonenc import compact_json as _compact_json
 from .errors import RunDirectoryError
 from .models import Job, JobResult
 
@@ -45,8 +46,6 @@ EVENTS_FILE = "events.jsonl"
 SUMMARY_FILE = "summary.json"
 LOCK_FILE = ".lock"
 _SAFE = re.compile(r"[A-Za-z0-9._:-]+")
-# One encoder, made once: json.dumps with options builds a new encoder on every call.
-_compact_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 def encode_record(record: dict[str, Any]) -> bytes:

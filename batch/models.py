@@ -94,21 +94,3 @@ class JobResult:
             "durationSeconds": round(self.duration, 6),
             "line": self.line,
         }
-
-    @classmethod
-    def from_record(cls, record: Mapping[str, Any]) -> JobResult:
-        """Read a result back from its ``results.jsonl`` object."""
-        return cls(
-            instance_id=record["instanceId"],
-            image_name=record["imageName"],
-            status=Status(record["status"]),
-            image_id=record.get("imageId"),
-            image_status=record.get("imageStatus"),
-            error=record.get("error"),
-            reason=record.get("reason"),
-            attempts=int(record.get("attempts", 0)),
-            request_ids=tuple(record.get("requestIds", ())),
-            started_at=float(record.get("startedAt", 0.0)),
-            ended_at=float(record.get("endedAt", 0.0)),
-            line=int(record.get("line", 0)),
-        )
