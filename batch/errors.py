@@ -85,6 +85,7 @@ class ApiError(ImagebatchError):
         status: HTTP status, ``None`` when no answer arrived.
         request_id: the API's ``requestId`` when it gave one.
         action: the API action that failed.
+        retry_after: seconds the server asked us to wait (``Retry-After``), when it said.
     """
 
     #: Whether a write may have been applied even though we saw an error.
@@ -98,8 +99,10 @@ class ApiError(ImagebatchError):
         status: int | None = None,
         request_id: str | None = None,
         action: str | None = None,
+        retry_after: float | None = None,
     ) -> None:
         self.code = code
+        self.retry_after = retry_after
         self.message = message
         self.status = status
         self.request_id = request_id

@@ -11,11 +11,26 @@ __all__ = ["Job", "JobResult", "Status"]
 
 
 class Status(StrEnum):
-    """How a job ended."""
+    """How a job ended.
+
+    ``succeeded``, ``failed`` and ``skipped`` are final. ``unknown`` (a CreateImage may have been
+    applied and no look-up could tell) and ``interrupted`` (the run stopped before the job
+    ended) are not: ``--resume`` runs those jobs again, looking their image up first.
+    """
 
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     SKIPPED = "skipped"
+    UNKNOWN = "unknown"
+    INTERRUPTED = "interrupted"
+
+    @property
+    def final(self) -> bool:
+        """Whether a job with this status is finished for good (``--resume`` leaves it)."""
+        return self in _FINAL
+
+
+_FINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.SKIPPED})
 
 
 @dataclass(frozen=True, slots=True)

@@ -105,6 +105,10 @@ class Progress:
     api_calls: int
     elapsed: float
     rate: float
+    #: what the run is doing: "starting", "listing" (with ``phase_detail`` such as
+    #: "page 3, 2,000 images"), "running", "draining", "ended"
+    phase: str = "running"
+    phase_detail: str = ""
 
 
 @dataclass

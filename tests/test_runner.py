@@ -50,7 +50,7 @@ async def test_all_succeed_with_full_records(tmp_path: Path, make_fake: FakeFact
     assert len(record["requestIds"]) == 1
     assert record["endedAt"] >= record["startedAt"]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["byStatus"] == {"succeeded": 20, "failed": 0, "skipped": 0}
+    assert summary["byStatus"] == {"succeeded": 20, "failed": 0, "skipped": 0, "unknown": 0, "interrupted": 0}
     assert summary["apiCalls"]["byAction"] == {"DescribeCustomImages": 1, "CreateImage": 20}
     events = [json.loads(line) for line in (tmp_path / "run" / "events.jsonl").read_text().splitlines()]
     attempts = [e for e in events if e["event"] == "api.attempt" and e["action"] == "CreateImage"]
