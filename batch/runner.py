@@ -109,6 +109,9 @@ class Progress:
     #: "page 3, 2,000 images"), "running", "draining", "ended"
     phase: str = "running"
     phase_detail: str = ""
+    #: HTTP requests being sent or answered right now (``in_flight`` counts jobs, including
+    #: those whose image is awaited)
+    requests_in_flight: int = 0
 
 
 @dataclass
