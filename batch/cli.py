@@ -8,9 +8,13 @@ Exit codes: 0 no job failed; 1 some jobs failed; 2 bad input or usage (nothing s
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import os
+import secrets
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,8 +25,10 @@ from ._version import __version__
 from .credentials import DEFAULT_ENDPOINT, credentials_from_env, parse_endpoint
 from .errors import ImagebatchError, JobListError, RunDirectoryError, UsageError
 from .naming import DEFAULT_NAME_TEMPLATE
-from .runner import EXIT_BAD_INPUT, Progress, Run, RunOptions, RunOutcome
-from .sources import FORMATS, JobList
+from .options import MIN_RATE, RunOptions
+from .runner import EXIT_BAD_INPUT, Progress, Run, RunOutcome
+from .snapshot import JobSource, take_snapshot
+from .sources import FORMATS, JobList, detect_format
 
 __all__ = ["main"]
 
@@ -64,89 +70,84 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _add_job_list_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("job_list", type=Path, metavar="JOBLIST", help="CSV, JSON or JSON Lines job list")
-    parser.add_argument("--format", choices=FORMATS, help="job list format (default: from the file name)")
+def _add_job_list_args(parser: argparse.ArgumentParser, *, optional: bool = False) -> None:
+    parser.add_argument(
+        "job_list",
+        metavar="JOBLIST",
+        nargs="?" if optional else None,
+        help="CSV, JSON or JSON Lines job list; - for standard input (needs --format)"
+        + ("; with --resume it may be left out (the run keeps a copy)" if optional else ""),
+    )
+    # SUPPRESS: an option not given is absent, so a resume can tell it from one given again.
+    parser.add_argument(
+        "--format",
+        dest="fmt",
+        choices=FORMATS,
+        default=argparse.SUPPRESS,
+        help="job list format (default: from the name)",
+    )
     parser.add_argument(
         "--name-template",
-        default=DEFAULT_NAME_TEMPLATE,
-        help="image name for rows without imageName; fields: any column, date, run_id (default: %(default)s)",
+        default=argparse.SUPPRESS,
+        help="image name for rows without imageName; fields: any column, date, run_id "
+        f"(default: {DEFAULT_NAME_TEMPLATE.replace('%', '%%')})",
     )
 
 
 def _add_run_args(parser: argparse.ArgumentParser) -> None:
     d = RunOptions()
-    parser.add_argument("--out", type=Path, help="run directory (default: runs/<UTC timestamp>)")
+
+    def option(flag: str, dest: str, kind: Callable[[str], Any], text: str) -> None:
+        default = getattr(d, dest)
+        parser.add_argument(
+            flag, dest=dest, type=kind, default=argparse.SUPPRESS, help=f"{text} (default: {default:g})"
+        )
+
+    parser.add_argument("--out", type=_out_dir, help="run directory (default: runs/<UTC time>-<random>)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out (start it if it is new)")
+    option("--concurrency", "concurrency", _positive_int, "requests in flight")
+    option("--rate", "rate", _rate, f"API requests per second, all actions, at least {MIN_RATE:g}")
+    option("--backoff-base", "backoff_base", _positive_float, "first back-off window, seconds")
+    option("--backoff-cap", "backoff_cap", _positive_float, "largest back-off window, seconds")
+    option("--busy-timeout", "busy_timeout", _non_negative_float, "give up on a busy instance after this many seconds")
+    option("--max-attempts", "max_attempts", _positive_int, "tries per job on 5xx / network errors")
+    option("--grace", "grace", _non_negative_float, "seconds requests in flight may take after SIGINT/SIGTERM")
+    option("--connect-timeout", "connect_timeout", _positive_float, "seconds to connect")
+    option("--timeout", "total_timeout", _positive_float, "seconds for a whole request")
     parser.add_argument(
-        "--concurrency", type=_positive_int, default=d.concurrency, help="requests in flight (default: %(default)s)"
+        "--wait",
+        action=argparse.BooleanOptionalAction,
+        default=argparse.SUPPRESS,
+        help="end each job when its image is AVAILABLE (or FAILED), not when it starts (default: off)",
     )
-    parser.add_argument(
-        "--rate",
-        type=_positive_float,
-        default=d.rate,
-        help="API requests per second, all actions (default: %(default)s)",
+    option(
+        "--poll-interval", "poll_interval", _positive_float, "with --wait: seconds between polls of all awaited images"
     )
-    parser.add_argument(
-        "--backoff-base",
-        type=_positive_float,
-        default=d.backoff_base,
-        help="first back-off window, seconds (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--backoff-cap",
-        type=_positive_float,
-        default=d.backoff_cap,
-        help="largest back-off window, seconds (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--busy-timeout",
-        type=_non_negative_float,
-        default=d.busy_timeout,
-        help="give up on a busy instance after this many seconds (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--max-attempts",
-        type=_positive_int,
-        default=d.max_attempts,
-        help="tries per job on 5xx / network errors (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--grace",
-        type=_non_negative_float,
-        default=d.grace,
-        help="seconds requests in flight may take to finish after SIGINT/SIGTERM (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--connect-timeout",
-        type=_positive_float,
-        default=d.connect_timeout,
-        help="seconds to connect (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--timeout",
-        type=_positive_float,
-        default=d.total_timeout,
-        help="seconds for a whole request (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--wait", action="store_true", help="end each job when its image is AVAILABLE (or FAILED), not when it starts"
-    )
-    parser.add_argument(
-        "--poll-interval",
-        type=_positive_float,
-        default=d.poll_interval,
-        help="with --wait: seconds between status polls of all awaited images (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--wait-timeout",
-        type=_positive_float,
-        default=d.wait_timeout,
-        help="with --wait: fail a job whose image is not AVAILABLE after this many seconds (default: %(default)s)",
+    option(
+        "--wait-timeout", "wait_timeout", _positive_float, "with --wait: fail a job whose image is not AVAILABLE sooner"
     )
     parser.add_argument("--endpoint", help=f"API base URL (default: $ZENLAYER_ENDPOINT or {DEFAULT_ENDPOINT})")
-    parser.add_argument("--seed", type=int, help="seed of the back-off jitter (for reproducible tests)")
+    parser.add_argument(
+        "--seed", type=int, default=argparse.SUPPRESS, help="seed of the back-off jitter (for reproducible tests)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress display")
+
+
+def _out_dir(text: str) -> Path:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must name a directory (an empty --out would write into the current one)")
+    return Path(text)
+
+
+def _rate(text: str) -> float:
+    value = _positive_float(text)
+    if value < MIN_RATE:
+        raise argparse.ArgumentTypeError(f"{text!r} is below {MIN_RATE:g} requests a second; nothing would be sent")
+    return value
+
+
+#: RunOptions fields the command line can set (argparse dests of the same name).
+_OPTION_FIELDS = frozenset(f.name for f in dataclasses.fields(RunOptions)) - {"resume"}
 
 
 def _add_fake_args(parser: argparse.ArgumentParser) -> None:
@@ -211,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"imagebatch {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = sub.add_parser("run", help="image every instance in a job list")
-    _add_job_list_args(run)
+    _add_job_list_args(run, optional=True)
     _add_run_args(run)
     validate = sub.add_parser("validate", help="check a job list and report every problem")
     _add_job_list_args(validate)
@@ -274,8 +275,12 @@ def render_summary(outcome: RunOutcome) -> str:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    jobs = JobList(args.job_list, fmt=args.format, name_template=args.name_template, date=datetime.now(UTC))
-    result = jobs.validate()
+    source = JobSource.from_argument(args.job_list)
+    template = getattr(args, "name_template", DEFAULT_NAME_TEMPLATE)
+    with _readable_again(source) as path:
+        fmt = detect_format(Path(source.suffix_name), getattr(args, "fmt", None))
+        jobs = JobList(path, fmt=fmt, name_template=template, date=datetime.now(UTC), display=source.label)
+        result = jobs.validate()
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if not result.ok:
@@ -283,37 +288,44 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
         print(f"{len(result.problems)} problem(s); nothing would be sent", file=sys.stderr)
         return EXIT_BAD_INPUT
-    print(f"{args.job_list}: {result.jobs} jobs, no problems")
+    print(f"{source.label}: {result.jobs} jobs, no problems")
     return 0
 
 
+@contextlib.contextmanager
+def _readable_again(source: JobSource) -> Iterator[Path]:
+    """A path to the job list that can be read twice: the file, or a spooled copy of a stream."""
+    if source.path is not None:
+        yield source.path
+        return
+    with tempfile.TemporaryDirectory(prefix="imagebatch-") as tmp:
+        spooled = Path(tmp) / "job-list"
+        take_snapshot(source, spooled)
+        yield spooled
+
+
+def _default_out() -> Path:
+    # Two runs started in the same second must not share a directory: add 4 random hex digits.
+    return Path("runs") / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
+    if args.resume and args.out is None:
+        raise UsageError("--resume needs --out: the run directory to continue")
+    if args.job_list is None and not args.resume:
+        raise UsageError("give a JOBLIST (or --resume with --out to continue a run)")
     endpoint = args.endpoint or os.environ.get("ZENLAYER_ENDPOINT") or DEFAULT_ENDPOINT
     parse_endpoint(endpoint)
     credentials = credentials_from_env()
-    options = RunOptions(
-        concurrency=args.concurrency,
-        rate=args.rate,
-        backoff_base=args.backoff_base,
-        backoff_cap=args.backoff_cap,
-        busy_timeout=args.busy_timeout,
-        max_attempts=args.max_attempts,
-        grace=args.grace,
-        connect_timeout=args.connect_timeout,
-        total_timeout=args.timeout,
-        name_template=args.name_template,
-        fmt=args.format,
-        resume=args.resume,
-        seed=args.seed,
-        wait=args.wait,
-        poll_interval=args.poll_interval,
-        wait_timeout=args.wait_timeout,
-    )
-    out = args.out or Path("runs") / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    given = {name: value for name, value in vars(args).items() if name in _OPTION_FIELDS}
+    options = RunOptions(**given, resume=args.resume)
+    source = JobSource.from_argument(args.job_list) if args.job_list is not None else None
     run = Run(
-        args.job_list,
-        out,
+        source,
+        args.out or _default_out(),
         options,
+        explicit=given.keys(),
+        notice=lambda text: print(f"imagebatch: {text}", file=sys.stderr),
         credentials=credentials,
         endpoint=endpoint,
         progress=None if args.quiet else ProgressPrinter(),

@@ -26,8 +26,8 @@ import json
 import os
 import re
 import zlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,8 @@ import anyio
 
 from ._jsonenc import compact_json as _compact_json
 from .errors import RunDirectoryError
-from .models import Job, JobResult
+from .header import RunHeader
+from .models import Job, JobResult, Status
 
 __all__ = ["JournalState", "JournalWriter", "RunDirectory", "encode_record", "read_journal"]
 
@@ -72,11 +73,31 @@ def _decode_record(line: bytes) -> dict[str, Any] | None:
 
 @dataclass
 class JournalState:
-    """What a journal says: jobs that may have been sent, and jobs that ended."""
+    """What a journal says: jobs that may have been sent, jobs that ended, earlier segments.
+
+    ``results`` holds each job's last result, final or not (``unknown`` and ``interrupted`` are
+    not final: a resumed run runs those jobs again). ``segments`` holds each earlier process's
+    last checkpoint of its counters, by segment id, in order.
+    """
 
     intents: dict[str, str] = field(default_factory=dict)
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    segments: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: records that failed their checksum (a torn last record is normal after a crash)
     torn: int = 0
+    #: byte offsets of damaged records followed by good ones (not a crash's torn tail)
+    corrupt_offsets: list[int] = field(default_factory=list)
+
+    def final_results(self) -> dict[str, dict[str, Any]]:
+        """The results of the jobs that ended for good."""
+        return {i: r for i, r in self.results.items() if _is_final(r)}
+
+
+def _is_final(result: Mapping[str, Any]) -> bool:
+    try:
+        return Status(str(result.get("status"))).final
+    except ValueError:
+        return False
 
 
 def read_journal(path: Path) -> JournalState:
@@ -84,18 +105,35 @@ def read_journal(path: Path) -> JournalState:
     state = JournalState()
     if not path.exists():
         return state
+    offset = 0
+    bad: list[int] = []
     with path.open("rb") as handle:
         for line in handle:
             record = _decode_record(line)
             if record is None:
                 state.torn += 1
-                continue
-            kind = record.get("type")
-            if kind == "intent":
-                state.intents[record["instanceId"]] = record["imageName"]
-            elif kind == "result":
-                state.results[record["result"]["instanceId"]] = record["result"]
+                bad.append(offset)
+            else:
+                state.corrupt_offsets += bad
+                bad = []
+                _apply(state, record)
+            offset += len(line)
     return state
+
+
+def _apply(state: JournalState, record: dict[str, Any]) -> None:
+    kind = record.get("type")
+    try:
+        if kind == "intent":
+            state.intents[str(record["instanceId"])] = str(record["imageName"])
+        elif kind == "result":
+            result = record["result"]
+            state.results[str(result["instanceId"])] = result
+        elif kind == "segment":
+            segment = record["segment"]
+            state.segments[str(segment["id"])] = segment
+    except (KeyError, TypeError):
+        state.torn += 1  # checksummed but not a record of ours: never misread it
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -179,41 +217,38 @@ class RunDirectory:
                     self.file(LOCK_FILE).unlink()
                     self.path.rmdir()
 
-    def read_header(self) -> dict[str, Any]:
+    def read_header(self) -> RunHeader:
         """The run's ``run.json``."""
+        path = self.file(RUN_FILE)
         try:
-            header = json.loads(self.file(RUN_FILE).read_text("utf-8"))
+            record = json.loads(path.read_text("utf-8"))
         except (OSError, ValueError) as exc:
-            msg = f"{self.file(RUN_FILE)} is unreadable ({exc}); this directory cannot be resumed"
+            msg = f"{path} is unreadable ({exc}); this directory cannot be resumed"
             raise RunDirectoryError(msg) from exc
-        problem = None
-        if not isinstance(header, dict):
-            problem = "is not a run header"
-        elif not all(isinstance(header.get(k), str) for k in ("runId", "date", "nameTemplate")):
-            problem = "lacks runId, date or nameTemplate"
-        else:
-            try:
-                datetime.fromisoformat(header["date"])
-            except ValueError:
-                problem = f"has a date that is not ISO 8601: {header['date']!r}"
-        if problem or not isinstance(header, dict):
-            msg = f"{self.file(RUN_FILE)} {problem}; this directory cannot be resumed"
-            raise RunDirectoryError(msg)
-        return header
+        try:
+            return RunHeader.from_record(record)
+        except ValueError as exc:
+            msg = f"{path} {exc}; this directory cannot be resumed"
+            raise RunDirectoryError(msg) from exc
 
-    def write_header(self, header: dict[str, Any]) -> None:
+    def write_header(self, header: RunHeader) -> None:
         """Write ``run.json`` atomically."""
-        write_atomic(self.file(RUN_FILE), json.dumps(header, indent=2).encode() + b"\n")
+        write_atomic(self.file(RUN_FILE), json.dumps(header.to_record(), indent=2).encode() + b"\n")
 
     def rebuild_results(self, state: JournalState) -> None:
-        """Rewrite ``results.jsonl`` from the journal: one line per ended job, no torn line."""
-        lines = [_compact_json(r) + "\n" for r in state.results.values()]
+        """Rewrite ``results.jsonl`` from the journal: one line per job that ended for good.
+
+        Jobs whose last result is not final (``unknown``, ``interrupted``) are left out: the
+        resumed run runs them again and writes their line when they end.
+        """
+        lines = [_compact_json(r) + "\n" for r in state.final_results().values()]
         write_atomic(self.file(RESULTS_FILE), "".join(lines).encode())
 
     def compact_journal(self, state: JournalState) -> None:
-        """Rewrite the journal without torn records (the state it holds stays the same)."""
+        """Rewrite the journal without damaged records (the state it holds stays the same)."""
         out = [encode_record({"type": "intent", "instanceId": i, "imageName": n}) for i, n in state.intents.items()]
         out += [encode_record({"type": "result", "result": r}) for r in state.results.values()]
+        out += [encode_record({"type": "segment", "segment": s}) for s in state.segments.values()]
         write_atomic(self.file(JOURNAL_FILE), b"".join(out))
 
 
@@ -254,6 +289,8 @@ class JournalWriter:
         self._fds_open = True
         self.syncs = 0
         self.records = 0
+        #: called before each group is written; its record (the run's counters) joins the group
+        self.checkpoint: Callable[[], dict[str, Any]] | None = None
 
     def _submit(self, journal: bytes, result: bytes = b"") -> anyio.Event:
         self._pending.append((journal, result))
@@ -271,6 +308,15 @@ class JournalWriter:
         text = _compact_json(result.to_record()).encode()
         # Encoded once: the same JSON is the results.jsonl line and the journal record's payload.
         self._submit(_frame(b'{"type":"result","result":' + text + b"}"), text + b"\n")
+
+    def _checkpoint_record(self) -> bytes:
+        if self.checkpoint is None:
+            return b""
+        return encode_record({"type": "segment", "segment": self.checkpoint()})
+
+    def note(self) -> None:
+        """Queue a checkpoint on its own (nothing else to write, but the counters moved)."""
+        self._submit(b"")
 
     def _sync(self) -> None:
         # Only the journal must be durable at once: results.jsonl is rebuilt from it on resume,
@@ -297,7 +343,7 @@ class JournalWriter:
                 self._urgent = False
                 batch, done = self._pending, self._batch_done
                 self._pending, self._batch_done = [], anyio.Event()
-                _write_all(self._journal_fd, b"".join(j for j, _ in batch))
+                _write_all(self._journal_fd, b"".join(j for j, _ in batch) + self._checkpoint_record())
                 results = b"".join(r for _, r in batch)
                 if results:
                     _write_all(self._results_fd, results)
@@ -330,7 +376,7 @@ class JournalWriter:
             return
         batch, self._pending = self._pending, []
         if batch:
-            _write_all(self._journal_fd, b"".join(j for j, _ in batch))
+            _write_all(self._journal_fd, b"".join(j for j, _ in batch) + self._checkpoint_record())
             _write_all(self._results_fd, b"".join(r for _, r in batch if r))
             self._sync()
         self._close_fds()

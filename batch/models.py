@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from .text import rfc3339
+
 __all__ = ["Job", "JobResult", "Status"]
 
 
@@ -69,8 +71,9 @@ class JobResult:
         reason: a short human explanation for skipped jobs and adopted images.
         attempts: API calls made for this job (CreateImage and look-ups).
         request_ids: the API's request ids for those calls, in order.
-        started_at: Unix time the first call started (or the job was decided).
-        ended_at: Unix time the job ended.
+        started_at: Unix time the first call started (or the job was decided); written as
+            RFC 3339 UTC text.
+        ended_at: Unix time the job ended; written as RFC 3339 UTC text.
         line: the job's line in the job list.
     """
 
@@ -104,8 +107,8 @@ class JobResult:
             "reason": self.reason,
             "attempts": self.attempts,
             "requestIds": list(self.request_ids),
-            "startedAt": round(self.started_at, 6),
-            "endedAt": round(self.ended_at, 6),
+            "startedAt": rfc3339(self.started_at),
+            "endedAt": rfc3339(self.ended_at),
             "durationSeconds": round(self.duration, 6),
             "line": self.line,
         }

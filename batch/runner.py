@@ -10,15 +10,13 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import json
-import math
 import random
 import signal
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,65 +30,32 @@ from .errors import (
     InstanceBusyError,
     JobListError,
     PermanentJobError,
-    RunDirectoryError,
     ThrottledError,
-    UsageError,
 )
 from .events import ATTEMPT, JOB_ENDED, LISTING_DONE, RETRY_SCHEDULED, RUN_ENDED, RUN_STARTED, RUN_STOPPING, EventLog
-from .journal import EVENTS_FILE, JOURNAL_FILE, SUMMARY_FILE, JournalWriter, RunDirectory, read_journal, write_atomic
+from .header import RunHeader
+from .journal import EVENTS_FILE, SUMMARY_FILE, JournalWriter, RunDirectory, write_atomic
 from .models import Job, JobResult, Status
-from .naming import DEFAULT_NAME_TEMPLATE
+from .options import RunOptions
+from .resume import prepare
 from .scheduling import Dispatcher, RateMeter, full_jitter
+from .snapshot import JobSource
 from .sources import JobList
+from .summary import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_FATAL,
+    EXIT_OK,
+    build_summary,
+    exit_code_for,
+    segment_record,
+)
 from .waiting import ImageWaiter
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_FATAL", "EXIT_OK", "Progress", "Run", "RunOptions", "RunOutcome"]
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_FATAL = 0, 1, 2, 3
-EXIT_SIGINT, EXIT_SIGTERM = 130, 143
 #: Image states that mean "an image by this name is there (or on its way)".
 _LIVE_IMAGE_STATES = frozenset({"AVAILABLE", "CREATING", "SYNCING", "PROCESSING"})
-
-
-@dataclass(frozen=True, slots=True)
-class RunOptions:
-    """Knobs of a run (the CLI flags)."""
-
-    concurrency: int = 8
-    rate: float = 10.0
-    backoff_base: float = 1.0
-    backoff_cap: float = 60.0
-    busy_timeout: float = 1800.0
-    max_attempts: int = 8
-    grace: float = 30.0
-    connect_timeout: float = 10.0
-    total_timeout: float = 60.0
-    name_template: str = DEFAULT_NAME_TEMPLATE
-    fmt: str | None = None
-    resume: bool = False
-    seed: int | None = None
-    wait: bool = False
-    poll_interval: float = 10.0
-    wait_timeout: float = 3600.0
-
-    def check(self) -> None:
-        """Raise :class:`UsageError` for values no run can use."""
-        checks = [
-            (self.concurrency >= 1, "--concurrency must be at least 1"),
-            (self.concurrency <= 1000, "--concurrency must be at most 1000"),
-            (math.isfinite(self.rate) and self.rate > 0, "--rate must be a positive number"),
-            (self.backoff_base > 0, "--backoff-base must be positive"),
-            (self.backoff_cap >= self.backoff_base, "--backoff-cap must be at least --backoff-base"),
-            (self.busy_timeout >= 0, "--busy-timeout must not be negative"),
-            (self.max_attempts >= 1, "--max-attempts must be at least 1"),
-            (self.grace >= 0, "--grace must not be negative"),
-            (self.connect_timeout > 0 and self.total_timeout > 0, "timeouts must be positive"),
-            (self.poll_interval > 0, "--poll-interval must be positive"),
-            (self.wait_timeout > 0, "--wait-timeout must be positive"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise UsageError(message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +124,7 @@ class Run:
 
     def __init__(
         self,
-        job_list: Path,
+        job_list: Path | JobSource | None,
         out_dir: Path,
         options: RunOptions,
         *,
@@ -167,14 +132,21 @@ class Run:
         endpoint: str,
         progress: Callable[[Progress], None] | None = None,
         handle_signals: bool = False,
+        explicit: Collection[str] | None = None,
+        notice: Callable[[str], None] | None = None,
     ) -> None:
         options.check()
-        self.job_list_path = job_list
+        if isinstance(job_list, Path):
+            job_list = JobSource(str(job_list), path=job_list)
+        self.source = job_list
         self.options = options
+        #: options given on the command line (a resume takes the others from run.json)
+        self.explicit = frozenset(explicit) if explicit is not None else options.non_default()
         self.directory = RunDirectory(out_dir)
         self.credentials = credentials
         self.endpoint = endpoint
         self.progress = progress
+        self.notice = notice or (lambda _text: None)
         self.handle_signals = handle_signals
         self.rng = random.Random(options.seed)  # noqa: S311 - jitter, not crypto
         self.calls: Counter[str] = Counter()
@@ -190,93 +162,39 @@ class Run:
         self._intents: dict[str, str] = {}
         self._done_ids: set[str] = set()
         self._listed_done = 0
+        self._segments: list[dict[str, Any]] = []
+        self._segment_id = uuid.uuid4().hex[:12]
+        self._started = time.time()
         self.waiter: ImageWaiter[_JobState] = ImageWaiter(timeout=options.wait_timeout)
         self._t0 = time.monotonic()
 
     # ----- set-up ----------------------------------------------------------------------------
 
-    def _prepare(self) -> tuple[JobList, dict[str, Any]]:
-        """Lock the directory, validate the job list, check it against the journal."""
-        directory = self.directory
-        directory.lock()
-        resuming = directory.exists
-        if resuming and not self.options.resume:
-            msg = (
-                f"run directory {directory.path} already holds a run; pass --resume to continue it, "
-                "or choose a new --out"
-            )
-            raise RunDirectoryError(msg)
-        if resuming:
-            header = directory.read_header()
-            if self.options.name_template not in (DEFAULT_NAME_TEMPLATE, header["nameTemplate"]):
-                msg = (
-                    f"--name-template {self.options.name_template!r} differs from the run's "
-                    f"{header['nameTemplate']!r}; a resumed run keeps its image names"
-                )
-                raise RunDirectoryError(msg)
-        else:
-            now = datetime.now(UTC)
-            header = {
-                "version": 1,
-                "runId": f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}",
-                "createdAt": now.isoformat(),
-                "date": now.isoformat(),
-                "jobList": str(self.job_list_path),
-                "format": self.options.fmt,
-                "nameTemplate": self.options.name_template,
-                "endpoint": self.endpoint,
-            }
-        jobs = JobList(
-            self.job_list_path,
-            fmt=self.options.fmt or header.get("format"),
-            name_template=header["nameTemplate"],
-            date=datetime.fromisoformat(header["date"]),
-            run_id=header["runId"],
+    def _prepare(self) -> tuple[JobList, RunHeader]:
+        """Lock the directory, start or resume the run, validate its job list."""
+        prepared = prepare(
+            self.directory,
+            self.source,
+            self.options,
+            explicit=self.explicit,
+            endpoint=self.endpoint,
+            notice=self.notice,
         )
-        checked = jobs.check()
-        self.total_jobs = checked.jobs
-        self._validation = checked
-        if resuming:
-            self._load_journal(jobs)
-        else:
-            directory.write_header(header)
-        return jobs, header
-
-    def _load_journal(self, jobs: JobList) -> None:
-        state = read_journal(self.directory.file(JOURNAL_FILE))
-        listed: set[str] = set()
-        for job in jobs:
-            listed.add(job.instance_id)
-            finished = state.results.get(job.instance_id)
-            for kind, before in (
-                ("finished", finished["imageName"] if finished else None),
-                ("started", state.intents.get(job.instance_id)),
-            ):
-                if before is not None and before != job.image_name:
-                    msg = (
-                        f"{jobs.path}:{job.line}: instance {job.instance_id} was {kind} in this run as image "
-                        f"{before!r} but the job list now names {job.image_name!r}; resuming would be unsafe"
-                    )
-                    raise RunDirectoryError(msg)
-        orphans = [i for i in state.intents if i not in state.results and i not in listed]
-        if orphans:
-            msg = (
-                f"the job list no longer has instance(s) {', '.join(orphans[:5])} that this run may have "
-                "already sent CreateImage for; restore them to the list to resume safely"
-            )
-            raise RunDirectoryError(msg)
-        self._intents = state.intents
-        self._done_ids = set(state.results)
-        for instance_id, record in state.results.items():
-            if instance_id not in listed:
-                continue  # ended in this run, since removed from the list: kept, but not counted
-            self._listed_done += 1
-            self.by_status[record["status"]] += 1
-            if record.get("error"):
-                self.error_codes[record["error"]["code"]] += 1
-        if state.torn:
-            self.directory.compact_journal(state)
-        self.directory.rebuild_results(state)
+        self.options = prepared.options
+        self.rng = random.Random(self.options.seed)  # noqa: S311 - jitter, not crypto
+        self.waiter = ImageWaiter(timeout=self.options.wait_timeout)
+        self.total_jobs = prepared.validation.jobs
+        self._validation = prepared.validation
+        for warning in prepared.validation.warnings:
+            self.notice(f"warning: {warning}")
+        self._intents = prepared.intents
+        self._done_ids = prepared.done_ids
+        self._listed_done = len(prepared.done_ids)
+        self.by_status.update(prepared.by_status)
+        self.error_codes.update(prepared.error_codes)
+        self._segments = prepared.segments
+        self.resumed = prepared.resumed
+        return prepared.jobs, prepared.header
 
     # ----- API plumbing ----------------------------------------------------------------------
 
@@ -617,34 +535,37 @@ class Run:
                     return
 
     def _exit_code(self) -> int:
-        if self.stopped_by == "SIGINT":
-            return EXIT_SIGINT
-        if self.stopped_by == "SIGTERM":
-            return EXIT_SIGTERM
-        if self.fatal is not None or self.list_problem is not None:
-            return EXIT_FATAL
-        return EXIT_FAILED if self.by_status.get(Status.FAILED.value) else EXIT_OK
+        fatal = self.fatal is not None or self.list_problem is not None
+        return exit_code_for(stopped_by=self.stopped_by, fatal=fatal, by_status=self.by_status)
 
-    def _summary(self, header: dict[str, Any], started: float, exit_code: int) -> dict[str, Any]:
-        ended = sum(self.by_status.values())
-        return {
-            "runId": header["runId"],
-            "jobList": str(self.job_list_path),
-            "startedAt": datetime.fromtimestamp(started, UTC).isoformat(),
-            "endedAt": datetime.now(UTC).isoformat(),
-            "wallSeconds": round(time.monotonic() - self._t0, 3),
-            "jobs": self.total_jobs,
-            "ended": ended,
-            "pending": self.total_jobs - ended,
-            "finished": ended >= self.total_jobs,
-            "byStatus": {s.value: self.by_status.get(s.value, 0) for s in Status},
-            "byErrorCode": dict(sorted(self.error_codes.items())),
-            "apiCalls": {"total": sum(self.calls.values()), "byAction": dict(self.calls), "byCode": dict(self.codes)},
-            "retries": self.retries,
-            "throttleDecreases": self.meter.throttle.decreases if hasattr(self, "meter") else 0,
-            "stoppedBy": self.stopped_by,
-            "exitCode": exit_code,
-        }
+    def _segment(self, exit_code: int | None = None) -> dict[str, Any]:
+        """This process's counters, for the journal's checkpoints and the summary."""
+        return segment_record(
+            segment_id=self._segment_id,
+            started_at=self._started,
+            now=time.time(),
+            calls=self.calls,
+            codes=self.codes,
+            retries=self.retries,
+            stopped_by=self.stopped_by,
+            exit_code=exit_code,
+        )
+
+    def _summary(self, header: RunHeader, exit_code: int, *, worked: bool = True) -> dict[str, Any]:
+        segments = [*self._segments, self._segment(exit_code)] if worked else self._segments
+        meter = getattr(self, "meter", None)
+        return build_summary(
+            header=header,
+            out_dir=self.directory.path,
+            jobs=self.total_jobs,
+            by_status=self.by_status,
+            error_codes=self.error_codes,
+            segments=segments,
+            stopped_by=self.stopped_by,
+            stop_cause=self.fatal,
+            exit_code=exit_code,
+            throttle_decreases=meter.throttle.decreases if meter is not None else 0,
+        )
 
     async def execute(self) -> RunOutcome:
         """Run to the end (or to a stop) and return the outcome. The lock is released after."""
@@ -657,23 +578,22 @@ class Run:
             self.directory.unlock()
 
     async def _execute(self) -> RunOutcome:
-        started = time.time()
         jobs, header = self._prepare()
         summary_path = self.directory.file(SUMMARY_FILE)
-        if self.options.resume and self._listed_done and self._listed_done >= self.total_jobs:
-            # A finished run: nothing to do, same answer as before.
-            try:
-                previous = json.loads(summary_path.read_text("utf-8"))
-                code = int(previous["exitCode"])
-            except (OSError, ValueError, KeyError, TypeError):
-                previous, code = {}, (EXIT_FAILED if self.by_status.get("failed") else EXIT_OK)
-            return RunOutcome(code, previous, self.directory.path)
+        if self.resumed and self._listed_done >= self.total_jobs:
+            # Every job ended for good: nothing to send. The exit code is what the jobs give,
+            # not how an earlier process stopped (a signal, a fatal error since resolved).
+            exit_code = self._exit_code()
+            summary = self._summary(header, exit_code, worked=False)
+            write_atomic(summary_path, json.dumps(summary, indent=2).encode() + b"\n")
+            return RunOutcome(exit_code, summary, self.directory.path)
         self.events = EventLog(self.directory.file(EVENTS_FILE).open("a", encoding="utf-8"))
         self.events.log.info(
-            RUN_STARTED, runId=header["runId"], jobs=self.total_jobs, resumed=bool(self._done_ids or self._intents)
+            RUN_STARTED, runId=header.run_id, jobs=self.total_jobs, resumed=self.resumed, segment=self._segment_id
         )
         self.meter = RateMeter(self.options.rate)
         self.writer = JournalWriter(self.directory)
+        self.writer.checkpoint = self._segment
         # Intents are made durable a batch at a time: a bigger batch means fewer pauses for
         # fsync, a smaller one fewer look-ups on resume for jobs recorded but never sent. Half a
         # second of requests (at least two per worker, at most 256) keeps both small.
@@ -719,7 +639,7 @@ class Run:
             with contextlib.suppress(OSError):
                 self.writer.close_now()
         exit_code = self._exit_code()
-        summary = self._summary(header, started, exit_code)
+        summary = self._summary(header, exit_code)
         write_atomic(summary_path, json.dumps(summary, indent=2).encode() + b"\n")
         self.events.log.info(RUN_ENDED, exitCode=exit_code, stoppedBy=self.stopped_by)
         self.events.close()

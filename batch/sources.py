@@ -104,8 +104,10 @@ class JobList:
         name_template: str = DEFAULT_NAME_TEMPLATE,
         date: datetime | None = None,
         run_id: str = "",
+        display: str | None = None,
     ) -> None:
         self.path = Path(path)
+        self.display = display or str(self.path)
         self.fmt = detect_format(self.path, fmt)
         try:
             self.template = NameTemplate(name_template, set(COLUMNS))
@@ -118,7 +120,7 @@ class JobList:
     # ----- reading ---------------------------------------------------------------------------
 
     def _where(self, line: int | None, fld: str | None = None) -> str:
-        place = f"{self.path}:{line}" if line else f"{self.path}"
+        place = f"{self.display}:{line}" if line else f"{self.display}"
         return f"{place}: field {fld!r}" if fld else place
 
     def _lines(self) -> Iterator[tuple[int, str]]:
@@ -126,7 +128,7 @@ class JobList:
         try:
             handle = self.path.open("rb")
         except OSError as exc:
-            msg = f"{self.path}: cannot open the job list: {exc.strerror}"
+            msg = f"{self.display}: cannot open the job list: {exc.strerror}"
             raise UsageError(msg) from exc
         with handle:
             for number, raw in enumerate(handle, start=1):
@@ -355,7 +357,7 @@ class JobList:
         """Check every row; collect every problem (never stops at the first)."""
         result = Validation()
         if self.fmt == "csv" and self.has_utf8_bom():
-            result.warnings.append(f"{self.path}:1: starts with a UTF-8 byte-order mark (ignored)")
+            result.warnings.append(f"{self.display}:1: starts with a UTF-8 byte-order mark (ignored)")
         ids = _HashSet()
         names = _HashSet()
         try:

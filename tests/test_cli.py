@@ -171,7 +171,7 @@ def test_corrupt_run_header_refuses_resume(tmp_path: Path, fake_url: str, capsys
     out.mkdir()
     (out / "run.json").write_text('{"runId": "x"}')
     assert main(["run", str(path), "--out", str(out), "--endpoint", fake_url, "--resume"]) == 2
-    assert "run.json lacks runId, date or nameTemplate" in capsys.readouterr().err
+    assert "run.json lacks date, nameTemplate" in capsys.readouterr().err
 
 
 def test_progress_printer_on_a_terminal_and_in_a_log() -> None:

@@ -1,0 +1,149 @@
+"""The knobs of a run, how they are kept in ``run.json``, and how a resume combines them.
+
+A run keeps its effective options in its run directory, so that ``--resume`` continues the run
+as it was started (``--wait``, ``--rate``, ...) unless a flag is given again. Options that decide
+what an image *is* (its name template, the job list's format) can never change on resume.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Mapping
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from .errors import RunDirectoryError, UsageError
+from .naming import DEFAULT_NAME_TEMPLATE
+
+__all__ = ["IDENTITY_OPTIONS", "MIN_RATE", "RunOptions", "flag_name", "resume_options"]
+
+#: Lowest ``--rate`` accepted: below it a run would, in practice, never send anything.
+MIN_RATE = 0.01
+#: Options a resumed run may not change: they decide the image names the run asks for.
+IDENTITY_OPTIONS = frozenset({"name_template", "fmt"})
+#: Options that describe one process, not the run: never stored, never carried over.
+_PER_PROCESS = frozenset({"resume"})
+_FLAGS = {"total_timeout": "--timeout", "fmt": "--format"}
+
+
+def flag_name(option: str) -> str:
+    """The command-line flag of a :class:`RunOptions` field (``busy_timeout`` -> ``--busy-timeout``)."""
+    return _FLAGS.get(option, "--" + option.replace("_", "-"))
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """Knobs of a run (the CLI flags)."""
+
+    concurrency: int = 8
+    rate: float = 10.0
+    backoff_base: float = 1.0
+    backoff_cap: float = 60.0
+    busy_timeout: float = 1800.0
+    max_attempts: int = 8
+    grace: float = 30.0
+    connect_timeout: float = 10.0
+    total_timeout: float = 60.0
+    name_template: str = DEFAULT_NAME_TEMPLATE
+    fmt: str | None = None
+    resume: bool = False
+    seed: int | None = None
+    wait: bool = False
+    poll_interval: float = 10.0
+    wait_timeout: float = 3600.0
+
+    def check(self) -> None:
+        """Raise :class:`UsageError` for values no run can use."""
+        checks = [
+            (self.concurrency >= 1, "--concurrency must be at least 1"),
+            (self.concurrency <= 1000, "--concurrency must be at most 1000"),
+            (
+                math.isfinite(self.rate) and self.rate >= MIN_RATE,
+                f"--rate must be at least {MIN_RATE:g} requests a second (one every {1 / MIN_RATE:g} s)",
+            ),
+            (self.backoff_base > 0, "--backoff-base must be positive"),
+            (self.backoff_cap >= self.backoff_base, "--backoff-cap must be at least --backoff-base"),
+            (self.busy_timeout >= 0, "--busy-timeout must not be negative"),
+            (self.max_attempts >= 1, "--max-attempts must be at least 1"),
+            (self.grace >= 0, "--grace must not be negative"),
+            (self.connect_timeout > 0 and self.total_timeout > 0, "timeouts must be positive"),
+            (self.poll_interval > 0, "--poll-interval must be positive"),
+            (self.wait_timeout > 0, "--wait-timeout must be positive"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UsageError(message)
+
+    def to_record(self) -> dict[str, Any]:
+        """The options as stored in ``run.json`` (no per-process option, never a secret)."""
+        return {k: v for k, v in asdict(self).items() if k not in _PER_PROCESS}
+
+    def non_default(self) -> frozenset[str]:
+        """Names of the fields that differ from the defaults."""
+        default = RunOptions()
+        return frozenset(f.name for f in fields(self) if getattr(self, f.name) != getattr(default, f.name))
+
+
+def resume_options(
+    stored: Mapping[str, Any], given: RunOptions, explicit: Collection[str]
+) -> tuple[RunOptions, list[str]]:
+    """Combine the options a run was started with and the flags given to its resume.
+
+    Args:
+        stored: ``run.json``'s ``options`` (may lack fields: runs of older versions).
+        given: the options of this process.
+        explicit: names of the fields given on this command line; the others come from ``stored``.
+
+    Returns:
+        The effective options, and one line per option this resume changes
+        (``"--rate 20 (was 10)"``).
+
+    Raises:
+        RunDirectoryError: an identity option (name template, format) differs from the run's.
+    """
+    known = {f.name for f in fields(RunOptions)} - _PER_PROCESS
+    effective: dict[str, Any] = {}
+    changed: list[str] = []
+    for name in sorted(known):
+        value = getattr(given, name)
+        if name not in stored:
+            effective[name] = value
+            continue
+        before = stored[name]
+        _check_stored(name, before, getattr(RunOptions(), name))
+        if name not in explicit:
+            effective[name] = before
+            continue
+        effective[name] = value
+        if value != before:
+            if name in IDENTITY_OPTIONS:
+                msg = (
+                    f"{flag_name(name)} {value!r} differs from the run's {before!r}; a resumed run keeps "
+                    "its image names (start a new run with a new --out to change it)"
+                )
+                raise RunDirectoryError(msg)
+            changed.append(f"{flag_name(name)} {_show(value)} (was {_show(before)})")
+    return replace(given, **effective), changed
+
+
+def _check_stored(name: str, value: Any, default: Any) -> None:
+    """A stored value must have the field's kind (run.json may have been edited by hand)."""
+    if default is None or value is None:
+        ok = value is None or (isinstance(value, str | int) and not isinstance(value, bool))
+    elif isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, type(default)) and not isinstance(value, bool)
+    if not ok:
+        msg = f"run.json: option {name!r} holds {value!r}, which this version cannot use"
+        raise RunDirectoryError(msg)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
