@@ -300,3 +300,43 @@ def test_no_run_files_left_when_the_list_is_bad(tmp_path: Path) -> None:
                           check=False)
     assert proc.returncode == 2
     assert not (tmp_path / "run").exists()
+
+
+# ----- resume after a fatal stop ----------------------------------------------------------------
+
+
+async def test_resume_after_a_quota_stop_runs_the_rest(tmp_path: Path, make_fake: FakeFactory) -> None:
+    """A run stopped by a full quota (exit 3) is not finished: once the quota is raised, --resume
+    runs the jobs the stop left and ends 0, one image each."""
+    ids = [f"i-{n}" for n in range(12)]
+    fake = await make_fake(instances(*ids), cloud_kwargs={"image_quota": 5})
+    job_list = write_csv(tmp_path / "jobs.csv", ids)
+    first = await Run(job_list, tmp_path / "run", RunOptions(rate=50, concurrency=2), credentials=CREDS,
+                      endpoint=fake.url).execute()
+    assert first.exit_code == 3
+    assert first.summary["pending"] > 0
+    fake.cloud.image_quota = None
+    again = await Run(job_list, tmp_path / "run", RunOptions(resume=True), credentials=CREDS,
+                      endpoint=fake.url).execute()
+    assert again.exit_code == 0
+    assert again.summary["byStatus"]["succeeded"] == 12
+    lines = [json.loads(x) for x in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
+    assert sorted(r["instanceId"] for r in lines) == sorted(ids)
+    assert fake.inspect()["duplicateInstances"] == []
+
+
+async def test_resume_after_bad_credentials_runs_everything(tmp_path: Path, make_fake: FakeFactory) -> None:
+    """A run stopped at once by refused credentials is resumed with good ones and images every instance."""
+    from batch import Credentials
+
+    ids = [f"i-{n}" for n in range(6)]
+    fake = await make_fake(instances(*ids))
+    job_list = write_csv(tmp_path / "jobs.csv", ids)
+    bad = Credentials(CREDS.access_key_id, "not-the-secret")
+    first = await Run(job_list, tmp_path / "run", RunOptions(rate=50), credentials=bad, endpoint=fake.url).execute()
+    assert first.exit_code == 3
+    again = await Run(job_list, tmp_path / "run", RunOptions(resume=True), credentials=CREDS,
+                      endpoint=fake.url).execute()
+    assert again.exit_code == 0
+    assert again.summary["byStatus"]["succeeded"] == 6
+    assert fake.inspect()["images"] == 6
