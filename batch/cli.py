@@ -13,7 +13,6 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import anyio
 
@@ -21,7 +20,8 @@ from ._version import __version__
 from .credentials import DEFAULT_ENDPOINT, credentials_from_env, parse_endpoint
 from .errors import ImagebatchError, JobListError, RunDirectoryError, UsageError
 from .naming import DEFAULT_NAME_TEMPLATE
-from .runner import EXIT_BAD_INPUT, Progress, Run, RunOptions, RunOutcome
+from .report import ProgressPrinter, render_summary
+from .runner import EXIT_BAD_INPUT, Run, RunOptions
 from .sources import FORMATS, JobList
 
 __all__ = ["main"]
@@ -223,56 +223,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class ProgressPrinter:
-    """Prints progress to stderr: one updating line on a terminal, a line every 10 s otherwise."""
-
-    def __init__(self, stream: Any = None) -> None:
-        self.stream = stream or sys.stderr
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self._last = -1e9
-
-    def __call__(self, p: Progress) -> None:
-        if not self.tty and p.elapsed - self._last < 10:
-            return
-        self._last = p.elapsed
-        s = p.by_status
-        done = sum(s.values())
-        line = (
-            f"[{p.elapsed:6.1f}s] {done}/{p.total} done (ok {s.get('succeeded', 0)}, failed {s.get('failed', 0)}, "
-            f"skipped {s.get('skipped', 0)}) | in flight {p.in_flight}, retrying {p.waiting}"
-            + (f", images CREATING {p.awaiting_images}" if p.awaiting_images else "")
-            + " | "
-            f"{p.api_calls} calls, pacing {p.rate:.1f}/s"
-        )
-        if self.tty:
-            self.stream.write("\r\x1b[2K" + line)
-            if done >= p.total:
-                self.stream.write("\n")
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
-
-
-def render_summary(outcome: RunOutcome) -> str:
-    """A short table of what happened."""
-    s = outcome.summary
-    by_status = s.get("byStatus", {})
-    codes = ", ".join(f"{c} {n}" for c, n in s.get("byErrorCode", {}).items())
-    calls = s.get("apiCalls", {})
-    rows = [
-        f"run {s.get('runId')}: {s.get('jobs')} jobs in {s.get('wallSeconds')} s",
-        f"  succeeded  {by_status.get('succeeded', 0):>7}",
-        f"  failed     {by_status.get('failed', 0):>7}" + (f"   ({codes})" if codes else ""),
-        f"  skipped    {by_status.get('skipped', 0):>7}",
-        f"  pending    {s.get('pending', 0):>7}",
-        f"  API calls  {calls.get('total', 0):>7}   retries {s.get('retries', 0)}, "
-        f"429s {calls.get('byCode', {}).get('REQUEST_LIMIT_EXCEEDED', 0)}",
-        f"results:   {outcome.out_dir / 'results.jsonl'}",
-        f"exit code: {outcome.exit_code}" + (f" (stopped by {s['stoppedBy']})" if s.get("stoppedBy") else ""),
-    ]
-    return "\n".join(rows)
-
-
 def _cmd_validate(args: argparse.Namespace) -> int:
     jobs = JobList(args.job_list, fmt=args.format, name_template=args.name_template, date=datetime.now(UTC))
     result = jobs.validate()
@@ -320,7 +270,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         handle_signals=True,
     )
     outcome = anyio.run(run.execute)
-    print(render_summary(outcome))
+    print(render_summary(outcome.summary, out_dir=outcome.out_dir))
     return outcome.exit_code
 
 

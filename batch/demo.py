@@ -11,10 +11,10 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .cli import ProgressPrinter, render_summary
 from .credentials import Credentials
 from .fake import FakeCloud, FakeConfig, FakeZenlayer
 from .fake.fleet import fleet_from_job_list
+from .report import ProgressPrinter, render_summary
 from .runner import Run, RunOptions
 
 __all__ = ["demo_fleet_path", "run_demo"]
@@ -58,7 +58,7 @@ async def run_demo(out: Path | None = None, quiet: bool = False) -> int:
         )
         outcome = await run.execute()
         seen = fake.inspect()
-    print(render_summary(outcome))
+    print(render_summary(outcome.summary, out_dir=outcome.out_dir, resumable=False))
     duplicates = seen["duplicateInstances"]
     print(f"fake API: {seen['images']} images, {seen['lostResponses']} lost responses, duplicates: {len(duplicates)}")
     accounted = outcome.summary.get("ended") == outcome.summary.get("jobs")
