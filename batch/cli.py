@@ -216,7 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check a job list and report every problem")
     _add_job_list_args(validate)
     demo = sub.add_parser("demo", help="run the sample job list against an in-process fake API")
-    demo.add_argument("--out", type=Path, help="run directory (default: runs/demo-<UTC timestamp>)")
+    demo.add_argument(
+        "--out", type=Path, help="run directory, which must not hold a run yet (default: runs/demo-<UTC timestamp>)"
+    )
     demo.add_argument("--quiet", action="store_true", help="no progress display")
     fake = sub.add_parser("fake-server", help="serve the fake Zenlayer API on loopback")
     _add_fake_args(fake)

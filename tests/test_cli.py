@@ -129,26 +129,6 @@ def test_bad_list_sends_nothing(tmp_path: Path, fake_url: str, capsys: pytest.Ca
     assert not (tmp_path / "o").exists(), "a refused run leaves no run directory behind"
 
 
-def test_demo_command() -> None:
-    """`imagebatch demo` finishes, accounts for every job and reports no duplicate image."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "batch", "demo", "--quiet", "--out", "runs-test-demo"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=Path(__file__).parent.parent,
-        check=False,
-    )
-    try:
-        assert proc.returncode == 0, proc.stderr
-        assert "demo OK" in proc.stdout
-        assert "duplicates: 0" in proc.stdout
-    finally:
-        import shutil
-
-        shutil.rmtree(Path(__file__).parent.parent / "runs-test-demo", ignore_errors=True)
-
-
 @pytest.mark.usefixtures("creds_env")
 def test_unwritable_run_directory_is_a_clear_error(
     tmp_path: Path, fake_url: str, capsys: pytest.CaptureFixture[str]
