@@ -1,8 +1,9 @@
 """The ``imagebatch`` command: parse, build, run, map errors to exit codes.
 
-Exit codes: 0 no job failed; 1 some jobs failed; 2 bad input or usage (nothing sent);
-3 the run stopped early (fatal API error, unwritable run directory, job list changed under it);
-130 / 143 stopped by SIGINT / SIGTERM.
+Exit codes (as in ``--help`` and README): 0 every job succeeded or was skipped; 1 some jobs
+failed; 2 bad input or usage (nothing sent); 3 the run stopped early (fatal API error,
+unwritable run directory, job list changed under it); 130 / 143 stopped by SIGINT / SIGTERM.
+Presentation (progress, summary) lives in :mod:`batch.report`; this module parses and dispatches.
 """
 
 from __future__ import annotations
@@ -20,11 +21,20 @@ from ._version import __version__
 from .credentials import DEFAULT_ENDPOINT, credentials_from_env, parse_endpoint
 from .errors import ImagebatchError, JobListError, RunDirectoryError, UsageError
 from .naming import DEFAULT_NAME_TEMPLATE
-from .report import ProgressPrinter, render_summary
-from .runner import EXIT_BAD_INPUT, Run, RunOptions
+from .report import ProgressPrinter, render_summary, resume_command
+from .runner import EXIT_BAD_INPUT, EXIT_FATAL, Run, RunOptions
 from .sources import FORMATS, JobList
 
 __all__ = ["main"]
+
+#: The exit codes as ``--help`` shows them; README's table says the same.
+EXIT_CODES_HELP = """exit codes:
+  0        every job succeeded, or was skipped because its image already exists
+  1        some jobs failed (see results.jsonl)
+  2        bad input or usage (job list, flag, credentials, run directory); nothing was sent
+  3        the run stopped early (fatal API error, unwritable run directory, job list changed);
+           the last lines say why and how to resume
+  130/143  stopped by SIGINT/SIGTERM after draining; the last lines say how to resume"""
 
 
 def _positive_float(text: str) -> float:
@@ -206,7 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="imagebatch",
         description="Snapshot fleets of Zenlayer ZEC instances into custom images (CreateImage), exactly once.",
-        epilog="Exit codes: 0 all done, 1 some jobs failed, 2 bad input, 3 fatal stop, 130/143 interrupted.",
+        epilog=EXIT_CODES_HELP,
+        # The epilog is a table: keep its lines as written.
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"imagebatch {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -289,43 +301,64 @@ def _cmd_fake_server(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``imagebatch`` and ``python -m batch``; returns the exit code."""
+    """Entry point of ``imagebatch`` and ``python -m batch``; returns the exit code.
+
+    Args:
+        argv: the arguments (default: ``sys.argv[1:]``).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     commands = {"run": _cmd_run, "validate": _cmd_validate, "demo": _cmd_demo, "fake-server": _cmd_fake_server}
     try:
         return commands[args.command](args)
-    except JobListError as exc:
+    except KeyboardInterrupt:
+        print("imagebatch: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        # A task group wraps what its tasks raise: look inside for the error that means something.
+        cause = _first_known(exc)
+        if cause is None:
+            raise
+        return _report_error(cause, args)
+
+
+def _report_error(exc: ImagebatchError | OSError, args: argparse.Namespace) -> int:
+    """Print what went wrong and what to do (no traceback); return the exit code."""
+    if isinstance(exc, JobListError):
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         print(f"{len(exc.problems)} problem(s) in the job list; nothing was sent", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (UsageError, RunDirectoryError) as exc:
+    if isinstance(exc, UsageError | RunDirectoryError):
         print(f"imagebatch: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except ImagebatchError as exc:
+    if isinstance(exc, ImagebatchError):
         print(f"imagebatch: error: {exc}", file=sys.stderr)
-        return 3
-    except KeyboardInterrupt:
-        print("imagebatch: interrupted", file=sys.stderr)
-        return 130
-    except (OSError, ExceptionGroup) as exc:
-        # The run directory became unwritable (disk full, permissions) or its files vanished.
-        oserror = _first_oserror(exc)
-        if oserror is None:
-            raise
-        where = f" ({oserror.filename})" if oserror.filename else ""
-        print(f"imagebatch: error: cannot write the run's files{where}: {oserror.strerror or oserror}", file=sys.stderr)
-        print("imagebatch: what was journaled before this is safe; fix the cause and --resume", file=sys.stderr)
-        return 3
+        return EXIT_FATAL
+    where = f" ({exc.filename})" if exc.filename else ""
+    if args.command not in ("run", "demo"):
+        # fake-server: e.g. the port is taken; nothing was started.
+        print(f"imagebatch: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    # The run directory became unwritable (disk full, permissions) or its files vanished.
+    print(f"imagebatch: error: cannot write the run's files{where}: {exc.strerror or exc}", file=sys.stderr)
+    if args.command == "demo":
+        print("imagebatch: fix the cause and run the demo again with a new --out", file=sys.stderr)
+    else:
+        out = getattr(args, "out", None)
+        again = resume_command(out if out is not None else "RUN_DIRECTORY")
+        print("imagebatch: what was journaled before this is safe; fix the cause, then resume with:", file=sys.stderr)
+        print(f"  {again}", file=sys.stderr)
+    return EXIT_FATAL
 
 
-def _first_oserror(exc: BaseException) -> OSError | None:
-    if isinstance(exc, OSError):
+def _first_known(exc: BaseException) -> ImagebatchError | OSError | None:
+    """``exc`` itself, or the first of its group's leaves that is ours or an ``OSError``."""
+    if isinstance(exc, ImagebatchError | OSError):
         return exc
     if isinstance(exc, BaseExceptionGroup):
         for inner in exc.exceptions:
-            found = _first_oserror(inner)
+            found = _first_known(inner)
             if found is not None:
                 return found
     return None

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import io
+import re
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from batch.cli import EXIT_CODES_HELP, main
+from batch.fake import DEFAULT_ACCESS_KEY_ID
+from batch.fake.fleet import instance_id
 from batch.report import ProgressPrinter, advice_for, format_seconds, render_progress, render_summary, resume_command
 from batch.runner import Progress
+
+from .conftest import write_csv
 
 ROOT = Path(__file__).parent.parent
 
@@ -332,3 +343,120 @@ def test_format_seconds(seconds: float, text: str) -> None:
 def test_resume_command_quotes_for_the_shell() -> None:
     """A directory with a space or quote survives a paste into a shell."""
     assert resume_command(Path("runs/a b")) == "imagebatch run --out 'runs/a b' --resume"
+
+
+# ----- the CLI: exit codes, layering, error messages ---------------------------------------
+
+
+def _codes(text: str) -> set[int]:
+    return {int(n) for n in re.findall(r"\b(\d{1,3})\b", text)}
+
+
+def test_exit_codes_in_help_match_readme() -> None:
+    """--help, the cli docstring and README's table list the same exit codes."""
+    import batch.cli
+
+    readme = (ROOT / "README.md").read_text("utf-8")
+    table = readme.split("### Exit codes", 1)[1].split("\n## ", 1)[0]
+    readme_codes: set[int] = set()
+    for row in table.splitlines():
+        if row.startswith("| ") and not row.startswith("| code"):
+            readme_codes |= _codes(row.split("|")[1])
+    help_codes = _codes("\n".join(line[:10] for line in EXIT_CODES_HELP.splitlines()[1:]))
+    assert readme_codes == help_codes == {0, 1, 2, 3, 130, 143}
+    doc = (batch.cli.__doc__ or "").split("Exit codes", 1)[1]
+    assert readme_codes <= _codes(doc)
+
+
+def test_help_shows_the_exit_code_table(capsys: pytest.CaptureFixture[str]) -> None:
+    """The epilog keeps its lines (argparse would otherwise run them together)."""
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "\n  130/143  stopped by SIGINT/SIGTERM" in out
+
+
+def _imports(path: Path) -> set[str]:
+    """Absolute names of the modules a module of the batch package imports."""
+    package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+        if isinstance(node, ast.ImportFrom):
+            base = package.rsplit(".", node.level - 1)[0] if node.level else ""
+            module = f"{base}.{node.module}" if base and node.module else (node.module or base)
+            names.add(module)
+            names.update(f"{module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+    return names
+
+
+def test_nothing_imports_the_cli() -> None:
+    """Only the entry point imports batch.cli; demo and report stand below it."""
+    importers = [
+        str(path.relative_to(ROOT))
+        for path in sorted((ROOT / "batch").rglob("*.py"))
+        if "batch.cli" in _imports(path) and path.name != "__main__.py"
+    ]
+    assert importers == []
+    assert "batch.report" in _imports(ROOT / "batch" / "demo.py"), "the import walker sees relative imports"
+
+
+def test_fake_server_on_a_taken_port_is_a_plain_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """A port in use: exit 2, the OS's reason, no talk of run files or --resume, no traceback."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["fake-server", "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert "address already in use" in err.lower()
+    assert "run's files" not in err
+    assert "--resume" not in err
+    assert "Traceback" not in err
+
+
+@pytest.fixture(scope="module")
+def fake_url() -> Iterator[str]:
+    """A fake-server subprocess with 5 generated instances."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "batch", "fake-server", "--instances", "5", "--image-ready-seconds", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert proc.stdout is not None
+    url = proc.stdout.readline().strip()
+    yield url
+    proc.terminate()
+    proc.communicate(timeout=20)
+
+
+def test_unwritable_run_directory_prints_the_resume_command(
+    tmp_path: Path, fake_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run file that cannot be written: exit 3 and the exact command to resume once fixed."""
+    monkeypatch.setenv("ZENLAYER_TOKEN", "fake-bearer-token")
+    path = write_csv(tmp_path / "jobs.csv", [instance_id(1)])
+    out = tmp_path / "out dir"
+    (out / "results.jsonl").mkdir(parents=True)
+    assert main(["run", str(path), "--out", str(out), "--endpoint", fake_url, "--quiet"]) == 3
+    err = capsys.readouterr().err
+    assert "cannot write the run's files" in err
+    assert f"imagebatch run --out '{out}' --resume" in err
+
+
+def test_fatal_stop_over_http_prints_advice_and_resume_command(
+    tmp_path: Path, fake_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Wrong credentials stop the run (exit 3); the summary says to fix them and how to resume, never the secret."""
+    monkeypatch.setenv("ZENLAYER_ACCESS_KEY_ID", DEFAULT_ACCESS_KEY_ID)
+    monkeypatch.setenv("ZENLAYER_ACCESS_KEY_SECRET", "not-the-secret-xyzzy")
+    path = write_csv(tmp_path / "jobs.csv", [instance_id(2)])
+    out = tmp_path / "out"
+    assert main(["run", str(path), "--out", str(out), "--endpoint", fake_url, "--quiet"]) == 3
+    printed = capsys.readouterr()
+    assert "stopped by fatal:AUTHFAILURE" in printed.out
+    assert "fix the credentials" in printed.out
+    assert printed.out.rstrip().splitlines()[-1] == f"  imagebatch run --out {out} --resume"
+    assert "xyzzy" not in printed.out + printed.err
