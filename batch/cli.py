@@ -1,8 +1,9 @@
 """The ``imagebatch`` command: parse, build, run, map errors to exit codes.
 
-Exit codes: 0 no job failed; 1 some jobs failed; 2 bad input or usage (nothing sent);
-3 the run stopped early (fatal API error, unwritable run directory, job list changed under it);
-130 / 143 stopped by SIGINT / SIGTERM.
+Exit codes (as in ``--help`` and README): 0 every job succeeded or was skipped; 1 some jobs
+failed; 2 bad input or usage (nothing sent); 3 the run stopped early (fatal API error,
+unwritable run directory, job list changed under it); 130 / 143 stopped by SIGINT / SIGTERM.
+Presentation (progress, summary) lives in :mod:`batch.report`; this module parses and dispatches.
 """
 
 from __future__ import annotations
@@ -26,11 +27,21 @@ from .credentials import DEFAULT_ENDPOINT, credentials_from_env, parse_endpoint
 from .errors import ImagebatchError, JobListError, RunDirectoryError, UsageError
 from .naming import DEFAULT_NAME_TEMPLATE
 from .options import MIN_RATE, RunOptions
-from .runner import EXIT_BAD_INPUT, Progress, Run, RunOutcome
+from .report import ProgressPrinter, render_summary, resume_command
+from .runner import EXIT_BAD_INPUT, EXIT_FATAL, Run
 from .snapshot import JobSource, take_snapshot
 from .sources import FORMATS, JobList, detect_format
 
 __all__ = ["main"]
+
+#: The exit codes as ``--help`` shows them; README's table says the same.
+EXIT_CODES_HELP = """exit codes:
+  0        every job succeeded, or was skipped because its image already exists
+  1        some jobs failed (see results.jsonl)
+  2        bad input or usage (job list, flag, credentials, run directory); nothing was sent
+  3        the run stopped early (fatal API error, unwritable run directory, job list changed);
+           the last lines say why and how to resume
+  130/143  stopped by SIGINT/SIGTERM after draining; the last lines say how to resume"""
 
 
 def _positive_float(text: str) -> float:
@@ -207,7 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="imagebatch",
         description="Snapshot fleets of Zenlayer ZEC instances into custom images (CreateImage), exactly once.",
-        epilog="Exit codes: 0 all done, 1 some jobs failed, 2 bad input, 3 fatal stop, 130/143 interrupted.",
+        epilog=EXIT_CODES_HELP,
+        # The epilog is a table: keep its lines as written.
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"imagebatch {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -217,61 +230,13 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check a job list and report every problem")
     _add_job_list_args(validate)
     demo = sub.add_parser("demo", help="run the sample job list against an in-process fake API")
-    demo.add_argument("--out", type=Path, help="run directory (default: runs/demo-<UTC timestamp>)")
+    demo.add_argument(
+        "--out", type=Path, help="run directory, which must not hold a run yet (default: runs/demo-<UTC timestamp>)"
+    )
     demo.add_argument("--quiet", action="store_true", help="no progress display")
     fake = sub.add_parser("fake-server", help="serve the fake Zenlayer API on loopback")
     _add_fake_args(fake)
     return parser
-
-
-class ProgressPrinter:
-    """Prints progress to stderr: one updating line on a terminal, a line every 10 s otherwise."""
-
-    def __init__(self, stream: Any = None) -> None:
-        self.stream = stream or sys.stderr
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self._last = -1e9
-
-    def __call__(self, p: Progress) -> None:
-        if not self.tty and p.elapsed - self._last < 10:
-            return
-        self._last = p.elapsed
-        s = p.by_status
-        done = sum(s.values())
-        line = (
-            f"[{p.elapsed:6.1f}s] {done}/{p.total} done (ok {s.get('succeeded', 0)}, failed {s.get('failed', 0)}, "
-            f"skipped {s.get('skipped', 0)}) | in flight {p.in_flight}, retrying {p.waiting}"
-            + (f", images CREATING {p.awaiting_images}" if p.awaiting_images else "")
-            + " | "
-            f"{p.api_calls} calls, pacing {p.rate:.1f}/s"
-        )
-        if self.tty:
-            self.stream.write("\r\x1b[2K" + line)
-            if done >= p.total:
-                self.stream.write("\n")
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
-
-
-def render_summary(outcome: RunOutcome) -> str:
-    """A short table of what happened."""
-    s = outcome.summary
-    by_status = s.get("byStatus", {})
-    codes = ", ".join(f"{c} {n}" for c, n in s.get("byErrorCode", {}).items())
-    calls = s.get("apiCalls", {})
-    rows = [
-        f"run {s.get('runId')}: {s.get('jobs')} jobs in {s.get('wallSeconds')} s",
-        f"  succeeded  {by_status.get('succeeded', 0):>7}",
-        f"  failed     {by_status.get('failed', 0):>7}" + (f"   ({codes})" if codes else ""),
-        f"  skipped    {by_status.get('skipped', 0):>7}",
-        f"  pending    {s.get('pending', 0):>7}",
-        f"  API calls  {calls.get('total', 0):>7}   retries {s.get('retries', 0)}, "
-        f"429s {calls.get('byCode', {}).get('REQUEST_LIMIT_EXCEEDED', 0)}",
-        f"results:   {outcome.out_dir / 'results.jsonl'}",
-        f"exit code: {outcome.exit_code}" + (f" (stopped by {s['stoppedBy']})" if s.get("stoppedBy") else ""),
-    ]
-    return "\n".join(rows)
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -314,25 +279,33 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise UsageError("--resume needs --out: the run directory to continue")
     if args.job_list is None and not args.resume:
         raise UsageError("give a JOBLIST (or --resume with --out to continue a run)")
-    endpoint = args.endpoint or os.environ.get("ZENLAYER_ENDPOINT") or DEFAULT_ENDPOINT
-    parse_endpoint(endpoint)
+    # Not given: a new run uses the default API, a resumed one the API it started with.
+    endpoint = args.endpoint or os.environ.get("ZENLAYER_ENDPOINT") or None
+    if endpoint is not None:
+        parse_endpoint(endpoint)
     credentials = credentials_from_env()
+    args.out = args.out or _default_out()
     given = {name: value for name, value in vars(args).items() if name in _OPTION_FIELDS}
     options = RunOptions(**given, resume=args.resume)
     source = JobSource.from_argument(args.job_list) if args.job_list is not None else None
+    printer = None if args.quiet else ProgressPrinter()
     run = Run(
         source,
-        args.out or _default_out(),
+        args.out,
         options,
         explicit=given.keys(),
         notice=lambda text: print(f"imagebatch: {text}", file=sys.stderr),
         credentials=credentials,
         endpoint=endpoint,
-        progress=None if args.quiet else ProgressPrinter(),
+        progress=printer,
         handle_signals=True,
     )
-    outcome = anyio.run(run.execute)
-    print(render_summary(outcome))
+    try:
+        outcome = anyio.run(run.execute)
+    finally:
+        if printer is not None:
+            printer.finish()
+    print(render_summary(outcome.summary, out_dir=outcome.out_dir))
     return outcome.exit_code
 
 
@@ -349,43 +322,64 @@ def _cmd_fake_server(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``imagebatch`` and ``python -m batch``; returns the exit code."""
+    """Entry point of ``imagebatch`` and ``python -m batch``; returns the exit code.
+
+    Args:
+        argv: the arguments (default: ``sys.argv[1:]``).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     commands = {"run": _cmd_run, "validate": _cmd_validate, "demo": _cmd_demo, "fake-server": _cmd_fake_server}
     try:
         return commands[args.command](args)
-    except JobListError as exc:
+    except KeyboardInterrupt:
+        print("imagebatch: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        # A task group wraps what its tasks raise: look inside for the error that means something.
+        cause = _first_known(exc)
+        if cause is None:
+            raise
+        return _report_error(cause, args)
+
+
+def _report_error(exc: ImagebatchError | OSError, args: argparse.Namespace) -> int:
+    """Print what went wrong and what to do (no traceback); return the exit code."""
+    if isinstance(exc, JobListError):
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         print(f"{len(exc.problems)} problem(s) in the job list; nothing was sent", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (UsageError, RunDirectoryError) as exc:
+    if isinstance(exc, UsageError | RunDirectoryError):
         print(f"imagebatch: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except ImagebatchError as exc:
+    if isinstance(exc, ImagebatchError):
         print(f"imagebatch: error: {exc}", file=sys.stderr)
-        return 3
-    except KeyboardInterrupt:
-        print("imagebatch: interrupted", file=sys.stderr)
-        return 130
-    except (OSError, ExceptionGroup) as exc:
-        # The run directory became unwritable (disk full, permissions) or its files vanished.
-        oserror = _first_oserror(exc)
-        if oserror is None:
-            raise
-        where = f" ({oserror.filename})" if oserror.filename else ""
-        print(f"imagebatch: error: cannot write the run's files{where}: {oserror.strerror or oserror}", file=sys.stderr)
-        print("imagebatch: what was journaled before this is safe; fix the cause and --resume", file=sys.stderr)
-        return 3
+        return EXIT_FATAL
+    where = f" ({exc.filename})" if exc.filename else ""
+    if args.command not in ("run", "demo"):
+        # fake-server: e.g. the port is taken; nothing was started.
+        print(f"imagebatch: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    # The run directory became unwritable (disk full, permissions) or its files vanished.
+    print(f"imagebatch: error: cannot write the run's files{where}: {exc.strerror or exc}", file=sys.stderr)
+    if args.command == "demo":
+        print("imagebatch: fix the cause and run the demo again with a new --out", file=sys.stderr)
+    else:
+        out = getattr(args, "out", None)
+        again = resume_command(out if out is not None else "RUN_DIRECTORY")
+        print("imagebatch: what was journaled before this is safe; fix the cause, then resume with:", file=sys.stderr)
+        print(f"  {again}", file=sys.stderr)
+    return EXIT_FATAL
 
 
-def _first_oserror(exc: BaseException) -> OSError | None:
-    if isinstance(exc, OSError):
+def _first_known(exc: BaseException) -> ImagebatchError | OSError | None:
+    """``exc`` itself, or the first of its group's leaves that is ours or an ``OSError``."""
+    if isinstance(exc, ImagebatchError | OSError):
         return exc
     if isinstance(exc, BaseExceptionGroup):
         for inner in exc.exceptions:
-            found = _first_oserror(inner)
+            found = _first_known(inner)
             if found is not None:
                 return found
     return None

@@ -23,7 +23,7 @@ from typing import Any
 import anyio
 
 from .client import CreatedImage, RequestRecord, ZecClient
-from .credentials import Credentials
+from .credentials import DEFAULT_ENDPOINT, Credentials, parse_endpoint
 from .errors import (
     ApiError,
     FatalRunError,
@@ -46,13 +46,26 @@ from .summary import (
     EXIT_FAILED,
     EXIT_FATAL,
     EXIT_OK,
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
     build_summary,
     exit_code_for,
     segment_record,
 )
 from .waiting import ImageWaiter
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_FATAL", "EXIT_OK", "Progress", "Run", "RunOptions", "RunOutcome"]
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_FAILED",
+    "EXIT_FATAL",
+    "EXIT_OK",
+    "EXIT_SIGINT",
+    "EXIT_SIGTERM",
+    "Progress",
+    "Run",
+    "RunOptions",
+    "RunOutcome",
+]
 
 #: Image states that mean "an image by this name is there (or on its way)".
 _LIVE_IMAGE_STATES = frozenset({"AVAILABLE", "CREATING", "SYNCING", "PROCESSING"})
@@ -129,7 +142,7 @@ class Run:
         options: RunOptions,
         *,
         credentials: Credentials,
-        endpoint: str,
+        endpoint: str | None,
         progress: Callable[[Progress], None] | None = None,
         handle_signals: bool = False,
         explicit: Collection[str] | None = None,
@@ -177,9 +190,12 @@ class Run:
             self.source,
             self.options,
             explicit=self.explicit,
-            endpoint=self.endpoint,
+            endpoint=self.endpoint or DEFAULT_ENDPOINT,
             notice=self.notice,
         )
+        # No endpoint given (flag or ZENLAYER_ENDPOINT): a resumed run talks to the API it started with.
+        self.endpoint = self.endpoint or prepared.header.endpoint or DEFAULT_ENDPOINT
+        parse_endpoint(self.endpoint)
         self.options = prepared.options
         self.rng = random.Random(self.options.seed)  # noqa: S311 - jitter, not crypto
         self.waiter = ImageWaiter(timeout=self.options.wait_timeout)
@@ -600,7 +616,7 @@ class Run:
         admit_batch = int(min(256, max(2 * self.options.concurrency, self.options.rate / 2)))
         self.dispatcher: Dispatcher[_JobState] = Dispatcher(self._source(jobs), admit=self._admit, batch=admit_batch)
         client = ZecClient(
-            self.endpoint,
+            self.endpoint or DEFAULT_ENDPOINT,
             self.credentials,
             pool_size=self.options.concurrency,
             connect_timeout=self.options.connect_timeout,

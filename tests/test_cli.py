@@ -129,26 +129,6 @@ def test_bad_list_sends_nothing(tmp_path: Path, fake_url: str, capsys: pytest.Ca
     assert not (tmp_path / "o").exists(), "a refused run leaves no run directory behind"
 
 
-def test_demo_command() -> None:
-    """`imagebatch demo` finishes, accounts for every job and reports no duplicate image."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "batch", "demo", "--quiet", "--out", "runs-test-demo"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=Path(__file__).parent.parent,
-        check=False,
-    )
-    try:
-        assert proc.returncode == 0, proc.stderr
-        assert "demo OK" in proc.stdout
-        assert "duplicates: 0" in proc.stdout
-    finally:
-        import shutil
-
-        shutil.rmtree(Path(__file__).parent.parent / "runs-test-demo", ignore_errors=True)
-
-
 @pytest.mark.usefixtures("creds_env")
 def test_unwritable_run_directory_is_a_clear_error(
     tmp_path: Path, fake_url: str, capsys: pytest.CaptureFixture[str]
@@ -172,36 +152,3 @@ def test_corrupt_run_header_refuses_resume(tmp_path: Path, fake_url: str, capsys
     (out / "run.json").write_text('{"runId": "x"}')
     assert main(["run", str(path), "--out", str(out), "--endpoint", fake_url, "--resume"]) == 2
     assert "run.json lacks date, nameTemplate" in capsys.readouterr().err
-
-
-def test_progress_printer_on_a_terminal_and_in_a_log() -> None:
-    """On a terminal one line is rewritten; in a log (cron) a plain line every 10 s at most."""
-    import dataclasses
-    import io
-
-    from batch.cli import ProgressPrinter
-    from batch.runner import Progress
-
-    class Tty(io.StringIO):
-        def isatty(self) -> bool:
-            return True
-
-    snap = Progress(
-        total=10,
-        by_status={"succeeded": 4, "failed": 1},
-        in_flight=2,
-        waiting=1,
-        awaiting_images=0,
-        api_calls=7,
-        elapsed=3.0,
-        rate=10.0,
-    )
-    tty = Tty()
-    ProgressPrinter(tty)(snap)
-    assert tty.getvalue().startswith("\r\x1b[2K[   3.0s] 5/10 done (ok 4, failed 1, skipped 0)")
-    log = io.StringIO()
-    printer = ProgressPrinter(log)
-    printer(snap)
-    printer(dataclasses.replace(snap, elapsed=5.0))
-    assert log.getvalue().count("\n") == 1
-    assert "\x1b" not in log.getvalue()
