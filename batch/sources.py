@@ -108,7 +108,7 @@ class JobList:
         self.path = Path(path)
         self.fmt = detect_format(self.path, fmt)
         try:
-            self.template = NameTemplate(name_template, set(COLUMNS))
+            self.template = NameTemplate(name_template)
         except ValueError as exc:
             raise UsageError(str(exc)) from exc
         self.date = date or datetime.now(UTC)
@@ -274,12 +274,9 @@ class JobList:
         name = self._string(fields, "imageName", line, problems)
         from_template = not name
         if not name and instance_id:
-            try:
-                name = self.template.render(
-                    {"instanceId": instance_id, "resourceGroupId": group or ""}, date=self.date, run_id=self.run_id
-                )
-            except (ValueError, KeyError, IndexError, AttributeError) as exc:
-                problems.append(f"{self._where(line, 'imageName')}: --name-template cannot render: {exc}")
+            name = self.template.render(
+                {"instanceId": instance_id, "resourceGroupId": group or ""}, date=self.date, run_id=self.run_id
+            )
         if name:
             problem = image_name_problem(name)
             if problem:
