@@ -24,6 +24,7 @@ from typing import Any
 from .errors import JobListError, UsageError
 from .models import Job
 from .naming import DEFAULT_NAME_TEMPLATE, NameTemplate, image_name_problem
+from .text import clip
 
 __all__ = ["COLUMNS", "FAKE_COLUMNS", "JobList", "Validation", "detect_format"]
 
@@ -273,20 +274,30 @@ class JobList:
         tags = self._tags(fields, line, problems)
         name = self._string(fields, "imageName", line, problems)
         from_template = not name
+        values = {"instanceId": instance_id, "resourceGroupId": group or ""}
         if not name and instance_id:
-            name = self.template.render(
-                {"instanceId": instance_id, "resourceGroupId": group or ""}, date=self.date, run_id=self.run_id
-            )
+            name = self.template.render(values, date=self.date, run_id=self.run_id)
+            if not name:
+                # An empty name is a problem like any bad name: the row must not vanish.
+                problems.append(
+                    f"{self._where(line, 'imageName')}: the name made by {self._template_origin(values)} is empty; "
+                    "set imageName on this row or use {instanceId} in the template"
+                )
         if name:
             problem = image_name_problem(name)
             if problem:
-                origin = " (made by --name-template)" if from_template else ""
+                origin = f" (made by {self._template_origin(values)})" if from_template else ""
                 problems.append(f"{self._where(line, 'imageName')}: {problem}{origin}")
         fake = {k: str(fields[k]) for k in FAKE_COLUMNS if fields.get(k) not in (None, "")}
         if len(problems) > before or not instance_id or not name:
             return None, instance_id, name
         job = Job(line=line, instance_id=instance_id, image_name=name, resource_group_id=group, tags=tags, fake=fake)
         return job, instance_id, name
+
+    def _template_origin(self, values: Mapping[str, str]) -> str:
+        """``--name-template '...' from resourceGroupId 'rg1', date``: the template and what it read."""
+        used = [f"{f} {clip(values[f], 40)}" if f in values else f for f in self.template.fields]
+        return f"--name-template {clip(self.template.template)}" + (f" from {', '.join(used)}" if used else "")
 
     def _string(
         self, fields: Mapping[str, Any], key: str, line: int, problems: list[str], *, required: bool = False

@@ -1,0 +1,98 @@
+"""Job lists under hostile input: no row vanishes, no value floods a message, no input crashes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from batch.cli import main
+from batch.sources import JobList
+
+DATE = datetime(2026, 11, 29, tzinfo=UTC)
+
+
+def validate(path: Path, **kwargs: object) -> tuple[int, list[str]]:
+    result = JobList(path, date=DATE, **kwargs).validate()  # type: ignore[arg-type]
+    return result.jobs, result.problems
+
+
+# ----- rows whose template name is empty ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "lines"),
+    [
+        pytest.param("jobs.csv", "instanceId,resourceGroupId\n1,rg1\n2,\n3,rg3\n4,\n", [3, 5], id="csv"),
+        pytest.param(
+            "jobs.jsonl",
+            '{"instanceId": "1", "resourceGroupId": "rg1"}\n{"instanceId": "2"}\n'
+            '{"instanceId": "3", "resourceGroupId": "rg3"}\n{"instanceId": "4", "resourceGroupId": ""}\n',
+            [2, 4],
+            id="jsonl",
+        ),
+        pytest.param(
+            "jobs.json",
+            '[{"instanceId": "0"},\n{"instanceId": "1", "resourceGroupId": "rg1"},\n{"instanceId": "2"},\n'
+            '{"instanceId": "3", "resourceGroupId": "rg3"},\n{"instanceId": "4", "resourceGroupId": " "}]\n',
+            [1, 3, 5],
+            id="json",
+        ),
+    ],
+)
+def test_rows_with_an_empty_template_name_are_problems(
+    tmp_path: Path, name: str, content: str, lines: list[int]
+) -> None:
+    """Rows whose name renders empty are problems at their line naming the template and field."""
+    path = tmp_path / name
+    path.write_text(content)
+    jobs, problems = validate(path, name_template="{resourceGroupId}")
+    assert jobs == 2
+    assert [p.split(": field")[0] for p in problems] == [f"{path}:{n}" for n in lines]
+    for problem in problems:
+        assert "field 'imageName': the name made by --name-template '{resourceGroupId}'" in problem
+        assert "from resourceGroupId '' is empty" in problem
+
+
+def test_a_list_whose_names_all_render_empty_is_not_an_empty_list(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every row rendering empty gives one problem a row and exit 2, not 'no jobs' or success."""
+    path = tmp_path / "jobs.csv"
+    path.write_text("instanceId,resourceGroupId\n1,\n2,\n")
+    assert main(["validate", str(path), "--name-template", "{resourceGroupId}"]) == 2
+    err = capsys.readouterr().err
+    assert "no jobs" not in err
+    assert "jobs.csv:2: field 'imageName'" in err
+    assert "jobs.csv:3: field 'imageName'" in err
+
+
+def test_a_bad_template_name_names_the_template_and_its_fields(tmp_path: Path) -> None:
+    """An invalid name made by the template says which template and which values made it."""
+    path = tmp_path / "jobs.csv"
+    path.write_text("instanceId,resourceGroupId\n1,r g\n")
+    _, problems = validate(path, name_template="{resourceGroupId}-{date:%Y}")
+    assert len(problems) == 1
+    assert "(made by --name-template '{resourceGroupId}-{date:%Y}' from resourceGroupId 'r g', date)" in problems[0]
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        pytest.param("1,rg1", id="good"),
+        pytest.param("1,", id="empty-name"),
+        pytest.param("1, ", id="blank-name"),
+        pytest.param(",rg1", id="no-id"),
+        pytest.param(" ,rg1", id="blank-id"),
+        pytest.param("bad id!,rg1", id="bad-id"),
+        pytest.param("1,-", id="bad-name"),
+    ],
+)
+def test_every_data_row_is_a_job_or_a_problem(tmp_path: Path, row: str) -> None:
+    """Whatever a non-blank row holds, it is counted as a job or reported, never dropped."""
+    path = tmp_path / "jobs.csv"
+    path.write_text(f"instanceId,resourceGroupId\n{row}\n2,rg2\n")
+    jobs, problems = validate(path, name_template="{resourceGroupId}")
+    lines_with_problems = {p.removeprefix(f"{path}:").split(":")[0] for p in problems}
+    assert jobs + len(lines_with_problems) == 2
