@@ -72,7 +72,7 @@ def detect_format(path: Path, forced: str | None = None) -> str:
     """Choose csv, json or jsonl from ``forced``, the file's suffix, or its first character."""
     if forced:
         if forced not in FORMATS:
-            msg = f"--format must be one of {', '.join(FORMATS)}, not {forced!r}"
+            msg = f"--format must be one of {', '.join(FORMATS)}, not {clip(forced)}"
             raise UsageError(msg)
         return forced
     suffix = path.suffix.lower()
@@ -120,7 +120,7 @@ class JobList:
 
     def _where(self, line: int | None, fld: str | None = None) -> str:
         place = f"{self.path}:{line}" if line else f"{self.path}"
-        return f"{place}: field {fld!r}" if fld else place
+        return f"{place}: field {clip(fld)}" if fld else place
 
     def _lines(self) -> Iterator[tuple[int, str]]:
         """Decoded lines with their numbers; a UTF-8 BOM is dropped, other BOMs refused."""
@@ -222,8 +222,9 @@ class JobList:
             empty = False
             try:
                 obj = json.loads(text)
-            except ValueError as exc:
-                raise _FileProblem(f"{self._where(number)}: not valid JSON: {exc}") from exc
+            except json.JSONDecodeError as exc:
+                msg = f"{self._where(number)}: not valid JSON: {exc.msg} (column {exc.colno})"
+                raise _FileProblem(msg) from exc
             yield _Row(number, obj if isinstance(obj, dict) else {_NOT_OBJECT: obj})
         if empty:
             raise _FileProblem(f"{self._where(None)}: the file is empty; a JSON Lines job list needs one job a line")
@@ -268,7 +269,7 @@ class JobList:
             fields = {**self._defaults, **fields} if self._defaults else fields
         instance_id = self._string(fields, "instanceId", line, problems, required=True)
         if instance_id and not _INSTANCE_ID_RE.fullmatch(instance_id):
-            problems.append(f"{self._where(line, 'instanceId')}: {instance_id!r} is not an instance id")
+            problems.append(f"{self._where(line, 'instanceId')}: {clip(instance_id)} is not an instance id")
             instance_id = ""
         group = self._string(fields, "resourceGroupId", line, problems) or None
         tags = self._tags(fields, line, problems)
@@ -328,13 +329,15 @@ class JobList:
                     continue
                 key, sep, value = part.partition("=")
                 if not sep:
-                    problems.append(f"{where}: {part.strip()!r} is not key=value (write tags as key=value;key2=value2)")
+                    problems.append(
+                        f"{where}: {clip(part.strip())} is not key=value (write tags as key=value;key2=value2)"
+                    )
                     continue
                 pairs.append((key.strip(), value.strip()))
         elif isinstance(raw, dict):
             for key, value in raw.items():
                 if not isinstance(value, str):
-                    problems.append(f"{where}: value of tag {key!r} must be a string")
+                    problems.append(f"{where}: value of tag {clip(key)} must be a string")
                     continue
                 pairs.append((key, value))
         elif isinstance(raw, list):
@@ -351,9 +354,9 @@ class JobList:
         seen: set[str] = set()
         for key, value in pairs:
             if not 1 <= len(key) <= 64 or not 1 <= len(value) <= 64:
-                problems.append(f"{where}: tag {key!r}: keys and values must be 1-64 characters")
+                problems.append(f"{where}: tag {clip(key)}: keys and values must be 1-64 characters")
             if key in seen:
-                problems.append(f"{where}: tag key {key!r} appears twice")
+                problems.append(f"{where}: tag key {clip(key)} appears twice")
             seen.add(key)
         return tuple(pairs)
 
@@ -400,7 +403,7 @@ class JobList:
                 seen_at = first.setdefault((fld, value), row.line)
                 if seen_at != row.line:
                     problems.append(
-                        f"{self._where(row.line, fld)}: {label} {value!r} (first at line {seen_at}){advice}"
+                        f"{self._where(row.line, fld)}: {label} {clip(value)} (first at line {seen_at}){advice}"
                     )
 
     def __iter__(self) -> Iterator[Job]:
@@ -427,7 +430,8 @@ class JobList:
 
 
 def _did_you_mean(name: str) -> str:
-    close = difflib.get_close_matches(name, _ALL_COLUMNS, n=1, cutoff=0.6)
+    # difflib indexes every character of the name: a 10 MB key would take seconds for nothing.
+    close = difflib.get_close_matches(name, _ALL_COLUMNS, n=1, cutoff=0.6) if len(name) <= 100 else []
     if not close:
         close = [c for c in _ALL_COLUMNS if c.lower() == name.lower()]
     known = ", ".join(COLUMNS)
@@ -547,7 +551,7 @@ class _JsonScanner:
                     line = self._line(self.pos)
                     yield line, self._value(), True
                 else:
-                    raise self._fail(f"unknown top-level field {key!r}; expected 'defaults' and 'jobs'", key_pos)
+                    raise self._fail(f"unknown top-level field {clip(key)}; expected 'defaults' and 'jobs'", key_pos)
                 if self._expect(",}") == "}":
                     break
             if not saw_jobs:

@@ -96,3 +96,38 @@ def test_every_data_row_is_a_job_or_a_problem(tmp_path: Path, row: str) -> None:
     jobs, problems = validate(path, name_template="{resourceGroupId}")
     lines_with_problems = {p.removeprefix(f"{path}:").split(":")[0] for p in problems}
     assert jobs + len(lines_with_problems) == 2
+
+
+# ----- long values in messages --------------------------------------------------------------
+
+BIG = "x" * 100_000  # under the csv module's 128 KiB field limit
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        pytest.param("jobs.csv", f"instanceId,imageName\n1,{BIG}\n", id="csv-image-name"),
+        pytest.param("jobs.csv", f"instanceId,imageName\n1,{BIG}!\n", id="csv-image-name-bad-chars"),
+        pytest.param("jobs.csv", f"instanceId,imageName\n1,{BIG}\n2,{BIG}\n", id="csv-duplicate-name"),
+        pytest.param("jobs.csv", f"instanceId\n{BIG}!\n", id="csv-instance-id"),
+        pytest.param("jobs.csv", f"instanceId,tags\n1,{BIG}\n", id="csv-tag-not-pair"),
+        pytest.param("jobs.csv", f"instanceId,tags\n1,{BIG[:500]}=v;{BIG[:500]}=w\n", id="csv-tag-key"),
+        pytest.param("jobs.csv", f"instanceId,{BIG}\n1,a\n", id="csv-unknown-column"),
+        pytest.param("jobs.jsonl", f'{{"instanceId": "1", "imageName": "{BIG * 100}"}}\n', id="jsonl-10mb-name"),
+        pytest.param("jobs.jsonl", f'{{"instanceId": "1", "{BIG}": "a"}}\n', id="jsonl-unknown-field"),
+        pytest.param("jobs.jsonl", f'{{"instanceId": "1", "tags": {{"{BIG}": 1}}}}\n', id="jsonl-tag-value"),
+        pytest.param(
+            "jobs.json", f'{{"defaults": {{"{BIG}": 1}}, "jobs": [{{"instanceId": "1"}}]}}', id="json-default"
+        ),
+        pytest.param("jobs.json", f'{{"{BIG}": []}}', id="json-top-level"),
+    ],
+)
+def test_messages_quote_long_values_cut_short(tmp_path: Path, name: str, content: str) -> None:
+    """A huge value is quoted as 80 characters and its size, whatever the message."""
+    path = tmp_path / name
+    path.write_text(content)
+    _, problems = validate(path)
+    assert problems
+    for problem in problems:
+        assert len(problem) < 400 + len(str(path)), problem[:500]
+        assert "bytes)" in problem, problem[:500]
