@@ -68,8 +68,14 @@ class Validation:
         return not self.problems
 
 
-def detect_format(path: Path, forced: str | None = None) -> str:
-    """Choose csv, json or jsonl from ``forced``, the file's suffix, or its first character."""
+def detect_format(path: Path, forced: str | None = None, *, display: str | None = None) -> str:
+    """Choose csv, json or jsonl from ``forced`` or the file's suffix.
+
+    Args:
+        path: the job list.
+        forced: the ``--format`` value, if any.
+        display: the file's name in messages (``str(path)`` when ``None``).
+    """
     if forced:
         if forced not in FORMATS:
             msg = f"--format must be one of {', '.join(FORMATS)}, not {clip(forced)}"
@@ -82,7 +88,7 @@ def detect_format(path: Path, forced: str | None = None) -> str:
         return "jsonl"
     if suffix == ".json":
         return "json"
-    msg = f"{path}: cannot tell the format from the name; use a .csv, .json or .jsonl name or --format"
+    msg = f"{display or path}: cannot tell the format from the name; use a .csv, .json or .jsonl name or --format"
     raise UsageError(msg)
 
 
@@ -95,6 +101,9 @@ class JobList:
         name_template: makes image names for rows without ``imageName``.
         date: the run's start time, the template's ``date`` field.
         run_id: the template's ``run_id`` field.
+        display: the file's name in every message, instead of ``str(path)``: the run reads a
+            snapshot of the list, or a spooled copy of standard input (``"<stdin>"``), and its
+            messages must name what the user gave.
     """
 
     def __init__(
@@ -105,9 +114,11 @@ class JobList:
         name_template: str = DEFAULT_NAME_TEMPLATE,
         date: datetime | None = None,
         run_id: str = "",
+        display: str | None = None,
     ) -> None:
         self.path = Path(path)
-        self.fmt = detect_format(self.path, fmt)
+        self.display = display or str(self.path)
+        self.fmt = detect_format(self.path, fmt, display=self.display)
         try:
             self.template = NameTemplate(name_template)
         except ValueError as exc:
@@ -119,7 +130,7 @@ class JobList:
     # ----- reading ---------------------------------------------------------------------------
 
     def _where(self, line: int | None, fld: str | None = None) -> str:
-        place = f"{self.path}:{line}" if line else f"{self.path}"
+        place = f"{self.display}:{line}" if line else self.display
         return f"{place}: field {clip(fld)}" if fld else place
 
     def _lines(self) -> Iterator[tuple[int, str]]:
@@ -127,7 +138,7 @@ class JobList:
         try:
             handle = self.path.open("rb")
         except OSError as exc:
-            msg = f"{self.path}: cannot open the job list: {exc.strerror}"
+            msg = f"{self.display}: cannot open the job list: {exc.strerror}"
             raise UsageError(msg) from exc
         with handle:
             for number, raw in enumerate(handle, start=1):
@@ -366,7 +377,7 @@ class JobList:
         """Check every row; collect every problem (never stops at the first)."""
         result = Validation()
         if self.fmt == "csv" and self.has_utf8_bom():
-            result.warnings.append(f"{self.path}:1: starts with a UTF-8 byte-order mark (ignored)")
+            result.warnings.append(f"{self.display}:1: starts with a UTF-8 byte-order mark (ignored)")
         ids = _HashSet()
         names = _HashSet()
         try:

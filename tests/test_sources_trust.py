@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from batch import JobListError, UsageError
 from batch.cli import main
 from batch.sources import JobList
 
@@ -131,3 +132,55 @@ def test_messages_quote_long_values_cut_short(tmp_path: Path, name: str, content
     for problem in problems:
         assert len(problem) < 400 + len(str(path)), problem[:500]
         assert "bytes)" in problem, problem[:500]
+
+
+# ----- the name shown for the file ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("display", "fmt", "content", "expected"),
+    [
+        pytest.param(
+            "fleet.csv",
+            None,
+            "instanceId\n" + "".join(f"{n}\n" for n in range(1, 11)) + "bad id\n",
+            "fleet.csv:12: field 'instanceId': 'bad id' is not an instance id",
+            id="snapshot",
+        ),
+        pytest.param(
+            "<stdin>",
+            "jsonl",
+            '{"instanceId": "1"}\n\n{"instanceId": 2}\n',
+            "<stdin>:3: field 'instanceId': must be a string",
+            id="stdin",
+        ),
+        pytest.param("<stdin>", "json", "[\n{]", "<stdin>:2: not valid JSON", id="stdin-syntax"),
+        pytest.param("<stdin>", "jsonl", "", "<stdin>: the file is empty", id="stdin-empty"),
+    ],
+)
+def test_display_names_the_original_in_every_message(
+    tmp_path: Path, display: str, fmt: str | None, content: str, expected: str
+) -> None:
+    """With display=, problems name the original file, never the copy actually read."""
+    copy = tmp_path / "run" / "joblist.csv"
+    copy.parent.mkdir()
+    copy.write_text(content)
+    result = JobList(copy, fmt=fmt, date=DATE, display=display).validate()
+    assert len(result.problems) == 1
+    assert result.problems[0].startswith(expected)
+    assert str(copy) not in result.problems[0]
+
+
+def test_display_is_used_for_warnings_iteration_and_format(tmp_path: Path) -> None:
+    """The BOM warning, the error of iteration and the format error use the display name too."""
+    copy = tmp_path / "spooled"
+    copy.write_bytes(b"\xef\xbb\xbfinstanceId\n1\nbad id\n")
+    jobs = JobList(copy, fmt="csv", date=DATE, display="<stdin>")
+    result = jobs.validate()
+    assert result.warnings == ["<stdin>:1: starts with a UTF-8 byte-order mark (ignored)"]
+    with pytest.raises(JobListError, match="\n<stdin>:3: field 'instanceId'"):
+        list(jobs)
+    with pytest.raises(UsageError, match=r"^<stdin>: cannot tell the format"):
+        JobList(copy, display="<stdin>")
+    with pytest.raises(UsageError, match=r"^fleet\.csv: cannot open"):
+        JobList(tmp_path / "gone.csv", display="fleet.csv").validate()
