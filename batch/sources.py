@@ -1,8 +1,9 @@
 """Job lists: CSV, JSON and JSON Lines, read as streams and checked row by row.
 
-Every problem names the file, the line and the field. CSV and JSONL are never held in memory:
-validation keeps only 8-byte hashes of ids and names to find duplicates, and looks up where a
-duplicate first stood in a second pass, only when there is one.
+Every problem names the file, the line and the field. No list is held in memory (a JSON list
+is read a window of lines at a time, see :mod:`batch.jsonscan`; only a JSON list written on one
+line is read whole): validation keeps only 8-byte hashes of ids and names to find duplicates,
+and looks up where a duplicate first stood in a second pass, only when there is one.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import JobListError, UsageError
+from .jsonscan import JsonJobScanner, ScanProblem, deep_message, too_deep
 from .models import Job
 from .naming import DEFAULT_NAME_TEMPLATE, NameTemplate, image_name_problem
 from .text import clip
@@ -38,8 +40,8 @@ FORMATS = ("csv", "json", "jsonl")
 _NOT_OBJECT = "\0"  # key under which a non-object JSON job is carried to the checks
 
 
-class _FileProblem(Exception):
-    """A problem that stops reading the file (encoding, syntax)."""
+# A problem that stops reading the file (encoding, syntax, nesting); the JSON scanner raises it too.
+_FileProblem = ScanProblem
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,20 +235,22 @@ class JobList:
             empty = False
             try:
                 obj = json.loads(text)
+            except RecursionError:
+                raise _FileProblem(deep_message(self._where(number))) from None
             except json.JSONDecodeError as exc:
                 msg = f"{self._where(number)}: not valid JSON: {exc.msg} (column {exc.colno})"
                 raise _FileProblem(msg) from exc
+            except ValueError as exc:  # a number over int's 4300-digit limit
+                raise _FileProblem(f"{self._where(number)}: not readable: {str(exc).split(';')[0]}") from exc
+            if too_deep(text, 0, len(text), obj):
+                raise _FileProblem(deep_message(self._where(number)))
             yield _Row(number, obj if isinstance(obj, dict) else {_NOT_OBJECT: obj})
         if empty:
             raise _FileProblem(f"{self._where(None)}: the file is empty; a JSON Lines job list needs one job a line")
 
     def _json_rows(self, problems: list[str]) -> Iterator[_Row]:
-        text = "".join(t for _, t in self._lines())
-        if not text.strip():
-            raise _FileProblem(f"{self._where(None)}: the file is empty; a JSON job list is an array of jobs")
-        scanner = _JsonScanner(text, self._where)
         self._defaults = {}
-        for line, obj, is_defaults in scanner.jobs():
+        for line, obj, is_defaults in JsonJobScanner(self._lines(), self._where).jobs():
             if is_defaults:
                 if not isinstance(obj, dict):
                     problems.append(f"{self._where(line, 'defaults')}: must be an object")
@@ -481,94 +485,3 @@ class _HashSet:
         bucket = self._buckets[digest & 0xFF]
         at = bisect.bisect_left(bucket, digest)
         return at < len(bucket) and bucket[at] == digest
-
-
-class _JsonScanner:
-    """Walks a JSON job list, yielding each job object with the line it starts on.
-
-    Accepts ``[job, ...]`` or ``{"defaults": {...}, "jobs": [job, ...]}``.
-    """
-
-    def __init__(self, text: str, where: Any) -> None:
-        self.text = text
-        self.where = where
-        self.decoder = json.JSONDecoder()
-        self.pos = 0
-
-    def _line(self, pos: int) -> int:
-        return self.text.count("\n", 0, pos) + 1
-
-    def _skip(self) -> None:
-        while self.pos < len(self.text) and self.text[self.pos] in " \t\r\n":
-            self.pos += 1
-
-    def _fail(self, what: str, pos: int | None = None) -> _FileProblem:
-        return _FileProblem(f"{self.where(self._line(self.pos if pos is None else pos))}: {what}")
-
-    def _value(self) -> Any:
-        self._skip()
-        try:
-            value, end = self.decoder.raw_decode(self.text, self.pos)
-        except json.JSONDecodeError as exc:
-            raise _FileProblem(f"{self.where(exc.lineno)}: not valid JSON: {exc.msg} (column {exc.colno})") from exc
-        self.pos = end
-        return value
-
-    def _expect(self, chars: str) -> str:
-        self._skip()
-        if self.pos >= len(self.text) or self.text[self.pos] not in chars:
-            found = self.text[self.pos] if self.pos < len(self.text) else "end of file"
-            raise self._fail(f"not valid JSON: expected {' or '.join(repr(c) for c in chars)}, found {found!r}")
-        self.pos += 1
-        return self.text[self.pos - 1]
-
-    def _array(self) -> Iterator[tuple[int, Any, bool]]:
-        self._expect("[")
-        self._skip()
-        if self.text.startswith("]", self.pos):
-            self.pos += 1
-            return
-        while True:
-            self._skip()
-            line = self._line(self.pos)
-            yield line, self._value(), False
-            if self._expect(",]") == "]":
-                return
-
-    def jobs(self) -> Iterator[tuple[int, Any, bool]]:
-        self._skip()
-        if self.text.startswith("[", self.pos):
-            yield from self._array()
-        elif self.text.startswith("{", self.pos):
-            self._expect("{")
-            saw_jobs = False
-            while True:
-                self._skip()
-                if self.text.startswith("}", self.pos):
-                    self.pos += 1
-                    break
-                key_pos = self.pos
-                key = self._value()
-                if not isinstance(key, str):
-                    raise self._fail("not valid JSON: object keys must be strings", key_pos)
-                self._expect(":")
-                self._skip()
-                if key == "jobs":
-                    if not self.text.startswith("[", self.pos):
-                        raise self._fail("field 'jobs' must be an array of job objects")
-                    saw_jobs = True
-                    yield from self._array()
-                elif key == "defaults":
-                    line = self._line(self.pos)
-                    yield line, self._value(), True
-                else:
-                    raise self._fail(f"unknown top-level field {clip(key)}; expected 'defaults' and 'jobs'", key_pos)
-                if self._expect(",}") == "}":
-                    break
-            if not saw_jobs:
-                raise self._fail('field \'jobs\' is missing; expected {"defaults": {...}, "jobs": [...]}', 0)
-        else:
-            raise self._fail('a JSON job list must be an array of jobs or {"defaults": ..., "jobs": [...]}')
-        self._skip()
-        if self.pos < len(self.text):
-            raise self._fail("extra text after the end of the JSON document")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -184,3 +185,132 @@ def test_display_is_used_for_warnings_iteration_and_format(tmp_path: Path) -> No
         JobList(copy, display="<stdin>")
     with pytest.raises(UsageError, match=r"^fleet\.csv: cannot open"):
         JobList(tmp_path / "gone.csv", display="fleet.csv").validate()
+
+
+# ----- JSON nesting and the streaming scanner -------------------------------------------------
+
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "where"),
+    [
+        pytest.param("jobs.json", DEEP, "jobs.json:1", id="json-array"),
+        pytest.param("jobs.jsonl", f'{{"instanceId": "1"}}\n{DEEP}\n', "jobs.jsonl:2", id="jsonl-line"),
+        pytest.param("jobs.json", f'{{"jobs": [\n{{"instanceId": "1"}},\n{DEEP}]}}', "jobs.json:3", id="jobs-array"),
+        pytest.param("jobs.json", f'{{"defaults":\n{DEEP}, "jobs": []}}', "jobs.json:2", id="defaults"),
+        pytest.param("jobs.json", f"{{\n{DEEP}: []}}", "jobs.json:2", id="in-place-of-a-key"),
+        pytest.param(
+            "jobs.json", f'[{{"instanceId": "1",\n"tags": {nested(32)}}}]', "jobs.json:1", id="json-one-too-deep"
+        ),
+        pytest.param("jobs.jsonl", f'{{"instanceId": "1", "tags": {nested(32)}}}\n', "jobs.jsonl:1", id="jsonl-33"),
+    ],
+)
+def test_deep_nesting_is_a_problem_at_its_line(tmp_path: Path, name: str, content: str, where: str) -> None:
+    """JSON nested past the limit is one problem naming the place, not a RecursionError."""
+    path = tmp_path / name
+    path.write_text(content)
+    _, problems = validate(path)
+    assert problems == [f"{tmp_path}/{where}: nested deeper than 32 levels; a job is an object of strings and tags"]
+
+
+def test_nesting_up_to_the_limit_is_read(tmp_path: Path) -> None:
+    """A job 32 levels deep is read and judged on its fields (tags of the wrong shape)."""
+    path = tmp_path / "jobs.json"
+    path.write_text(f'[{{"instanceId": "1", "tags": {nested(31)}}}]')
+    _, problems = validate(path)
+    assert len(problems) == 1
+    assert "field 'tags': each list item must be" in problems[0]
+
+
+def test_deep_json_exits_2_without_a_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """validate on the hostile document exits 2 with the message."""
+    path = tmp_path / "jobs.json"
+    path.write_text(DEEP)
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "jobs.json:1: nested deeper than 32 levels" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "needle"),
+    [
+        pytest.param("jobs.json", '[{"instanceId": ' + "1" * 5000 + "}]", "jobs.json:1: not readable", id="json"),
+        pytest.param("jobs.jsonl", '{"instanceId": ' + "1" * 5000 + "}\n", "jobs.jsonl:1: not readable", id="jsonl"),
+        pytest.param(
+            "jobs.json",
+            '{"jobs": [{"instanceId": "1"}],\n"defaults": {}}',
+            "jobs.json:2: field 'defaults' must come before 'jobs'",
+            id="defaults-after-jobs",
+        ),
+        pytest.param(
+            "jobs.json", '{"jobs": [],\n"jobs": []}', "jobs.json:2: top-level field 'jobs' appears", id="twice"
+        ),
+        pytest.param("jobs.json", '{"jobs": [],}', "jobs.json:1: not valid JSON", id="trailing-comma"),
+        pytest.param("jobs.json", "\n\n  \n", "jobs.json: the file is empty", id="blank"),
+        pytest.param("jobs.json", '[{"instanceId": "1"}\n', "jobs.json:2: not valid JSON: expected", id="unclosed"),
+    ],
+)
+def test_json_structure_problems(tmp_path: Path, name: str, content: str, needle: str) -> None:
+    """Over-long numbers, late defaults, repeated keys and broken structure are one clear problem."""
+    path = tmp_path / name
+    path.write_text(content)
+    _, problems = validate(path)
+    assert len(problems) == 1
+    assert needle in problems[0]
+
+
+def write_pretty_json(path: Path, count: int) -> list[tuple[int, str]]:
+    """A JSON list with defaults and jobs of 1 to 4 lines each; returns (line, instanceId) per job."""
+    lines = ["{", '  "defaults": {', '    "resourceGroupId": "rg"', "  },", '  "jobs": [']
+    expected = []
+    for n in range(count):
+        expected.append((len(lines) + 1, f"i{n}"))
+        sep = "," if n else " "
+        if n % 3 == 0:
+            lines.append(f'  {sep}{{"instanceId": "i{n}", "tags": {{"k": "v"}}}}')
+        elif n % 3 == 1:
+            lines += [f"  {sep}{{", f'    "instanceId": "i{n}",', '    "tags": [{"key": "k", "value": "v"}]', "  }"]
+        else:
+            lines += [f'  {sep}{{"instanceId":', f'     "i{n}"}}', ""]
+    lines += ["  ]", "}", ""]
+    path.write_text("\n".join(lines))
+    return expected
+
+
+@pytest.mark.parametrize("window", [1, 7, 100, None])
+def test_json_job_lines_are_right_across_the_reading_window(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, window: int | None
+) -> None:
+    """Every job of a 3,000-job list keeps its line, whatever the size of the window read at a time."""
+    if window is not None:
+        monkeypatch.setattr("batch.jsonscan._AHEAD", window)
+        monkeypatch.setattr("batch.jsonscan._CHUNK", window)
+    path = tmp_path / "jobs.json"
+    expected = write_pretty_json(path, 3000)
+    jobs = JobList(path, date=DATE)
+    assert jobs.validate().jobs == 3000
+    assert [(j.line, j.instance_id, j.resource_group_id) for j in jobs] == [(n, i, "rg") for n, i in expected]
+
+
+@pytest.mark.parametrize("window", [1, 7, None])
+def test_a_syntax_error_deep_in_the_file_names_its_line_and_column(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, window: int | None
+) -> None:
+    """A broken job after thousands of good ones is named at the line and column json itself gives."""
+    if window is not None:
+        monkeypatch.setattr("batch.jsonscan._AHEAD", window)
+        monkeypatch.setattr("batch.jsonscan._CHUNK", window)
+    path = tmp_path / "jobs.json"
+    write_pretty_json(path, 2000)
+    text = path.read_text().replace('"instanceId": "i1999"', '"instanceId" "i1999"')
+    path.write_text(text)
+    with pytest.raises(json.JSONDecodeError) as info:
+        json.loads(text)
+    _, problems = validate(path)
+    assert problems == [f"{path}:{info.value.lineno}: not valid JSON: {info.value.msg} (column {info.value.colno})"]
