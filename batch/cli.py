@@ -100,7 +100,8 @@ def _add_job_list_args(parser: argparse.ArgumentParser, *, optional: bool = Fals
     parser.add_argument(
         "--name-template",
         default=argparse.SUPPRESS,
-        help="image name for rows without imageName; fields: any column, date, run_id "
+        help="image name for rows without imageName; fields: instanceId, resourceGroupId, run_id, date with a "
+        "strftime spec; see jobs/README.md "
         f"(default: {DEFAULT_NAME_TEMPLATE.replace('%', '%%')})",
     )
 

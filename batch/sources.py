@@ -1,8 +1,9 @@
 """Job lists: CSV, JSON and JSON Lines, read as streams and checked row by row.
 
-Every problem names the file, the line and the field. CSV and JSONL are never held in memory:
-validation keeps only 8-byte hashes of ids and names to find duplicates, and looks up where a
-duplicate first stood in a second pass, only when there is one.
+Every problem names the file, the line and the field. No list is held in memory (a JSON list
+is read a window of lines at a time, see :mod:`batch.jsonscan`; only a JSON list written on one
+line is read whole): validation keeps only 8-byte hashes of ids and names to find duplicates,
+and looks up where a duplicate first stood in a second pass, only when there is one.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from .errors import JobListError, UsageError
+from .jsonscan import JsonJobScanner, ScanProblem, deep_message, too_deep
 from .models import Job
 from .naming import DEFAULT_NAME_TEMPLATE, NameTemplate, image_name_problem
+from .text import clip
 
 __all__ = ["COLUMNS", "FAKE_COLUMNS", "JobList", "Validation", "detect_format"]
 
@@ -37,8 +40,8 @@ FORMATS = ("csv", "json", "jsonl")
 _NOT_OBJECT = "\0"  # key under which a non-object JSON job is carried to the checks
 
 
-class _FileProblem(Exception):
-    """A problem that stops reading the file (encoding, syntax)."""
+# A problem that stops reading the file (encoding, syntax, nesting); the JSON scanner raises it too.
+_FileProblem = ScanProblem
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +70,17 @@ class Validation:
         return not self.problems
 
 
-def detect_format(path: Path, forced: str | None = None) -> str:
-    """Choose csv, json or jsonl from ``forced``, the file's suffix, or its first character."""
+def detect_format(path: Path, forced: str | None = None, *, display: str | None = None) -> str:
+    """Choose csv, json or jsonl from ``forced`` or the file's suffix.
+
+    Args:
+        path: the job list.
+        forced: the ``--format`` value, if any.
+        display: the file's name in messages (``str(path)`` when ``None``).
+    """
     if forced:
         if forced not in FORMATS:
-            msg = f"--format must be one of {', '.join(FORMATS)}, not {forced!r}"
+            msg = f"--format must be one of {', '.join(FORMATS)}, not {clip(forced)}"
             raise UsageError(msg)
         return forced
     suffix = path.suffix.lower()
@@ -81,7 +90,7 @@ def detect_format(path: Path, forced: str | None = None) -> str:
         return "jsonl"
     if suffix == ".json":
         return "json"
-    msg = f"{path}: cannot tell the format from the name; use a .csv, .json or .jsonl name or --format"
+    msg = f"{display or path}: cannot tell the format from the name; use a .csv, .json or .jsonl name or --format"
     raise UsageError(msg)
 
 
@@ -94,6 +103,9 @@ class JobList:
         name_template: makes image names for rows without ``imageName``.
         date: the run's start time, the template's ``date`` field.
         run_id: the template's ``run_id`` field.
+        display: the file's name in every message, instead of ``str(path)``: the run reads a
+            snapshot of the list, or a spooled copy of standard input (``"<stdin>"``), and its
+            messages must name what the user gave.
     """
 
     def __init__(
@@ -108,9 +120,9 @@ class JobList:
     ) -> None:
         self.path = Path(path)
         self.display = display or str(self.path)
-        self.fmt = detect_format(self.path, fmt)
+        self.fmt = detect_format(self.path, fmt, display=self.display)
         try:
-            self.template = NameTemplate(name_template, set(COLUMNS))
+            self.template = NameTemplate(name_template)
         except ValueError as exc:
             raise UsageError(str(exc)) from exc
         self.date = date or datetime.now(UTC)
@@ -120,8 +132,8 @@ class JobList:
     # ----- reading ---------------------------------------------------------------------------
 
     def _where(self, line: int | None, fld: str | None = None) -> str:
-        place = f"{self.display}:{line}" if line else f"{self.display}"
-        return f"{place}: field {fld!r}" if fld else place
+        place = f"{self.display}:{line}" if line else self.display
+        return f"{place}: field {clip(fld)}" if fld else place
 
     def _lines(self) -> Iterator[tuple[int, str]]:
         """Decoded lines with their numbers; a UTF-8 BOM is dropped, other BOMs refused."""
@@ -223,19 +235,22 @@ class JobList:
             empty = False
             try:
                 obj = json.loads(text)
-            except ValueError as exc:
-                raise _FileProblem(f"{self._where(number)}: not valid JSON: {exc}") from exc
+            except RecursionError:
+                raise _FileProblem(deep_message(self._where(number))) from None
+            except json.JSONDecodeError as exc:
+                msg = f"{self._where(number)}: not valid JSON: {exc.msg} (column {exc.colno})"
+                raise _FileProblem(msg) from exc
+            except ValueError as exc:  # a number over int's 4300-digit limit
+                raise _FileProblem(f"{self._where(number)}: not readable: {str(exc).split(';')[0]}") from exc
+            if too_deep(text, 0, len(text), obj):
+                raise _FileProblem(deep_message(self._where(number)))
             yield _Row(number, obj if isinstance(obj, dict) else {_NOT_OBJECT: obj})
         if empty:
             raise _FileProblem(f"{self._where(None)}: the file is empty; a JSON Lines job list needs one job a line")
 
     def _json_rows(self, problems: list[str]) -> Iterator[_Row]:
-        text = "".join(t for _, t in self._lines())
-        if not text.strip():
-            raise _FileProblem(f"{self._where(None)}: the file is empty; a JSON job list is an array of jobs")
-        scanner = _JsonScanner(text, self._where)
         self._defaults = {}
-        for line, obj, is_defaults in scanner.jobs():
+        for line, obj, is_defaults in JsonJobScanner(self._lines(), self._where).jobs():
             if is_defaults:
                 if not isinstance(obj, dict):
                     problems.append(f"{self._where(line, 'defaults')}: must be an object")
@@ -269,29 +284,36 @@ class JobList:
             fields = {**self._defaults, **fields} if self._defaults else fields
         instance_id = self._string(fields, "instanceId", line, problems, required=True)
         if instance_id and not _INSTANCE_ID_RE.fullmatch(instance_id):
-            problems.append(f"{self._where(line, 'instanceId')}: {instance_id!r} is not an instance id")
+            problems.append(f"{self._where(line, 'instanceId')}: {clip(instance_id)} is not an instance id")
             instance_id = ""
         group = self._string(fields, "resourceGroupId", line, problems) or None
         tags = self._tags(fields, line, problems)
         name = self._string(fields, "imageName", line, problems)
         from_template = not name
+        values = {"instanceId": instance_id, "resourceGroupId": group or ""}
         if not name and instance_id:
-            try:
-                name = self.template.render(
-                    {"instanceId": instance_id, "resourceGroupId": group or ""}, date=self.date, run_id=self.run_id
+            name = self.template.render(values, date=self.date, run_id=self.run_id)
+            if not name:
+                # An empty name is a problem like any bad name: the row must not vanish.
+                problems.append(
+                    f"{self._where(line, 'imageName')}: the name made by {self._template_origin(values)} is empty; "
+                    "set imageName on this row or use {instanceId} in the template"
                 )
-            except (ValueError, KeyError, IndexError, AttributeError) as exc:
-                problems.append(f"{self._where(line, 'imageName')}: --name-template cannot render: {exc}")
         if name:
             problem = image_name_problem(name)
             if problem:
-                origin = " (made by --name-template)" if from_template else ""
+                origin = f" (made by {self._template_origin(values)})" if from_template else ""
                 problems.append(f"{self._where(line, 'imageName')}: {problem}{origin}")
         fake = {k: str(fields[k]) for k in FAKE_COLUMNS if fields.get(k) not in (None, "")}
         if len(problems) > before or not instance_id or not name:
             return None, instance_id, name
         job = Job(line=line, instance_id=instance_id, image_name=name, resource_group_id=group, tags=tags, fake=fake)
         return job, instance_id, name
+
+    def _template_origin(self, values: Mapping[str, str]) -> str:
+        """``--name-template '...' from resourceGroupId 'rg1', date``: the template and what it read."""
+        used = [f"{f} {clip(values[f], 40)}" if f in values else f for f in self.template.fields]
+        return f"--name-template {clip(self.template.template)}" + (f" from {', '.join(used)}" if used else "")
 
     def _string(
         self, fields: Mapping[str, Any], key: str, line: int, problems: list[str], *, required: bool = False
@@ -322,13 +344,15 @@ class JobList:
                     continue
                 key, sep, value = part.partition("=")
                 if not sep:
-                    problems.append(f"{where}: {part.strip()!r} is not key=value (write tags as key=value;key2=value2)")
+                    problems.append(
+                        f"{where}: {clip(part.strip())} is not key=value (write tags as key=value;key2=value2)"
+                    )
                     continue
                 pairs.append((key.strip(), value.strip()))
         elif isinstance(raw, dict):
             for key, value in raw.items():
                 if not isinstance(value, str):
-                    problems.append(f"{where}: value of tag {key!r} must be a string")
+                    problems.append(f"{where}: value of tag {clip(key)} must be a string")
                     continue
                 pairs.append((key, value))
         elif isinstance(raw, list):
@@ -345,9 +369,9 @@ class JobList:
         seen: set[str] = set()
         for key, value in pairs:
             if not 1 <= len(key) <= 64 or not 1 <= len(value) <= 64:
-                problems.append(f"{where}: tag {key!r}: keys and values must be 1-64 characters")
+                problems.append(f"{where}: tag {clip(key)}: keys and values must be 1-64 characters")
             if key in seen:
-                problems.append(f"{where}: tag key {key!r} appears twice")
+                problems.append(f"{where}: tag key {clip(key)} appears twice")
             seen.add(key)
         return tuple(pairs)
 
@@ -394,7 +418,7 @@ class JobList:
                 seen_at = first.setdefault((fld, value), row.line)
                 if seen_at != row.line:
                     problems.append(
-                        f"{self._where(row.line, fld)}: {label} {value!r} (first at line {seen_at}){advice}"
+                        f"{self._where(row.line, fld)}: {label} {clip(value)} (first at line {seen_at}){advice}"
                     )
 
     def __iter__(self) -> Iterator[Job]:
@@ -421,7 +445,8 @@ class JobList:
 
 
 def _did_you_mean(name: str) -> str:
-    close = difflib.get_close_matches(name, _ALL_COLUMNS, n=1, cutoff=0.6)
+    # difflib indexes every character of the name: a 10 MB key would take seconds for nothing.
+    close = difflib.get_close_matches(name, _ALL_COLUMNS, n=1, cutoff=0.6) if len(name) <= 100 else []
     if not close:
         close = [c for c in _ALL_COLUMNS if c.lower() == name.lower()]
     known = ", ".join(COLUMNS)
@@ -460,94 +485,3 @@ class _HashSet:
         bucket = self._buckets[digest & 0xFF]
         at = bisect.bisect_left(bucket, digest)
         return at < len(bucket) and bucket[at] == digest
-
-
-class _JsonScanner:
-    """Walks a JSON job list, yielding each job object with the line it starts on.
-
-    Accepts ``[job, ...]`` or ``{"defaults": {...}, "jobs": [job, ...]}``.
-    """
-
-    def __init__(self, text: str, where: Any) -> None:
-        self.text = text
-        self.where = where
-        self.decoder = json.JSONDecoder()
-        self.pos = 0
-
-    def _line(self, pos: int) -> int:
-        return self.text.count("\n", 0, pos) + 1
-
-    def _skip(self) -> None:
-        while self.pos < len(self.text) and self.text[self.pos] in " \t\r\n":
-            self.pos += 1
-
-    def _fail(self, what: str, pos: int | None = None) -> _FileProblem:
-        return _FileProblem(f"{self.where(self._line(self.pos if pos is None else pos))}: {what}")
-
-    def _value(self) -> Any:
-        self._skip()
-        try:
-            value, end = self.decoder.raw_decode(self.text, self.pos)
-        except json.JSONDecodeError as exc:
-            raise _FileProblem(f"{self.where(exc.lineno)}: not valid JSON: {exc.msg} (column {exc.colno})") from exc
-        self.pos = end
-        return value
-
-    def _expect(self, chars: str) -> str:
-        self._skip()
-        if self.pos >= len(self.text) or self.text[self.pos] not in chars:
-            found = self.text[self.pos] if self.pos < len(self.text) else "end of file"
-            raise self._fail(f"not valid JSON: expected {' or '.join(repr(c) for c in chars)}, found {found!r}")
-        self.pos += 1
-        return self.text[self.pos - 1]
-
-    def _array(self) -> Iterator[tuple[int, Any, bool]]:
-        self._expect("[")
-        self._skip()
-        if self.text.startswith("]", self.pos):
-            self.pos += 1
-            return
-        while True:
-            self._skip()
-            line = self._line(self.pos)
-            yield line, self._value(), False
-            if self._expect(",]") == "]":
-                return
-
-    def jobs(self) -> Iterator[tuple[int, Any, bool]]:
-        self._skip()
-        if self.text.startswith("[", self.pos):
-            yield from self._array()
-        elif self.text.startswith("{", self.pos):
-            self._expect("{")
-            saw_jobs = False
-            while True:
-                self._skip()
-                if self.text.startswith("}", self.pos):
-                    self.pos += 1
-                    break
-                key_pos = self.pos
-                key = self._value()
-                if not isinstance(key, str):
-                    raise self._fail("not valid JSON: object keys must be strings", key_pos)
-                self._expect(":")
-                self._skip()
-                if key == "jobs":
-                    if not self.text.startswith("[", self.pos):
-                        raise self._fail("field 'jobs' must be an array of job objects")
-                    saw_jobs = True
-                    yield from self._array()
-                elif key == "defaults":
-                    line = self._line(self.pos)
-                    yield line, self._value(), True
-                else:
-                    raise self._fail(f"unknown top-level field {key!r}; expected 'defaults' and 'jobs'", key_pos)
-                if self._expect(",}") == "}":
-                    break
-            if not saw_jobs:
-                raise self._fail('field \'jobs\' is missing; expected {"defaults": {...}, "jobs": [...]}', 0)
-        else:
-            raise self._fail('a JSON job list must be an array of jobs or {"defaults": ..., "jobs": [...]}')
-        self._skip()
-        if self.pos < len(self.text):
-            raise self._fail("extra text after the end of the JSON document")

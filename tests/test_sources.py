@@ -135,7 +135,7 @@ def test_default_template_and_fields(tmp_path: Path) -> None:
     assert [j.image_name for j in JobList(path, date=DATE)] == ["123-20261129"]
     jobs = JobList(path, date=DATE, run_id="r7", name_template="{resourceGroupId}-{instanceId}-{run_id}")
     assert [j.image_name for j in jobs] == ["rg1-123-r7"]
-    jobs = JobList(path, date=DATE, name_template="{instanceId[0]}x{date.year}-{date:%m}")
+    jobs = JobList(path, date=DATE, name_template="{instanceId:.1}x{date:%Y}-{date:%m}")
     assert [j.image_name for j in jobs] == ["1x2026-11"]
 
 
