@@ -18,7 +18,8 @@ The scheduler branches on the class, never on message text::
         │                               answer); look before resending a write
         ├── PermanentJobError       this job cannot succeed: not found, GPU, wrong status,
         │                           invalid parameters, any other 4xx
-        └── FatalRunError           no job can succeed: stop the run
+        └── FatalRunError           no job can succeed: stop the run (also TLS_ERROR,
+            │                       UNEXPECTED_REDIRECT: a wrong endpoint fails every request)
             ├── AuthenticationError     AUTHFAILURE_*
             └── QuotaExceededError      INVALID_IMAGE_QUOTA_EXCEED
 
