@@ -14,9 +14,11 @@ from .errors import (
     AmbiguousError,
     ApiError,
     FatalRunError,
+    LostAnswerError,
     PermanentJobError,
     ThrottledError,
     error_from_response,
+    is_write_action,
 )
 from .text import clip
 
@@ -87,7 +89,8 @@ def parse_answer(answer: Answer) -> ApiResponse:
 
 
 def malformed(action: str, text: str, status: int | None, request_id: str | None = None) -> ApiError:
-    """A ``MALFORMED_RESPONSE``: the request may have been applied.
+    """A ``MALFORMED_RESPONSE``: ambiguous for a write (it may have been applied), a lost answer
+    for a read (nothing was changed, ask again).
 
     Args:
         action: the API action that was called.
@@ -95,7 +98,8 @@ def malformed(action: str, text: str, status: int | None, request_id: str | None
         status: HTTP status.
         request_id: the answer's request id, when it had one.
     """
-    return AmbiguousError("MALFORMED_RESPONSE", text, status=status, request_id=request_id, action=action)
+    cls = AmbiguousError if is_write_action(action) else LostAnswerError
+    return cls("MALFORMED_RESPONSE", text, status=status, request_id=request_id, action=action)
 
 
 def _redirect(answer: Answer) -> ApiError:

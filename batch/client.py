@@ -21,9 +21,9 @@ import yarl
 
 from ._jsonenc import compact_json as _compact_json
 from ._version import __version__
-from .answers import Answer, ApiResponse, parse_answer
+from .answers import Answer, ApiResponse, malformed, parse_answer
 from .credentials import Credentials, parse_endpoint
-from .errors import AmbiguousError, ApiError, ConnectError, FatalRunError
+from .errors import AmbiguousError, ApiError, ConnectError, FatalRunError, LostAnswerError, is_write_action
 from .signing import ALGORITHM, sign
 
 __all__ = ["API_VERSION", "ApiResponse", "CreatedImage", "RequestRecord", "ZecClient"]
@@ -199,25 +199,26 @@ class ZecClient:
                     action=action,
                 ) from exc
             except TimeoutError as exc:
-                raise AmbiguousError(
-                    "NETWORK_ERROR",
-                    "timed out waiting for the answer; the request may have been applied",
-                    status=status,
-                    action=action,
-                ) from exc
+                raise self._lost(action, "timed out waiting for the answer", status) from exc
             except aiohttp.ClientError as exc:
-                raise AmbiguousError(
-                    "NETWORK_ERROR",
-                    f"connection lost ({type(exc).__name__}); the request may have been applied",
-                    status=status,
-                    action=action,
-                ) from exc
+                raise self._lost(action, f"connection lost ({type(exc).__name__})", status) from exc
             result = parse_answer(answer)
         except ApiError as err:
             self._observe(action, err.status, err.code, err.request_id, started)
             raise
         self._observe(action, status, None, result.request_id, started)
         return result
+
+    @staticmethod
+    def _lost(action: str, what: str, status: int | None) -> ApiError:
+        """The request left but no (whole) answer came back."""
+        if is_write_action(action):
+            return AmbiguousError(
+                "NETWORK_ERROR", f"{what}; the request may have been applied", status=status, action=action
+            )
+        return LostAnswerError(
+            "NETWORK_ERROR", f"{what}; a read changes nothing, so it is safe to ask again", status=status, action=action
+        )
 
     def _observe(
         self, action: str, status: int | None, code: str | None, request_id: str | None, started: float
@@ -354,13 +355,8 @@ def _listing(answer: ApiResponse, action: str) -> tuple[list[dict[str, Any]], in
     if data_set is None:
         data_set = []
     if not isinstance(data_set, list) or not all(isinstance(i, dict) for i in data_set):
-        raise AmbiguousError(
-            "MALFORMED_RESPONSE",
-            f"{action} answered a 'dataSet' that is not a list of objects",
-            status=answer.status,
-            request_id=answer.request_id,
-            action=action,
-        )
+        text = f"{action} answered a 'dataSet' that is not a list of objects"
+        raise malformed(action, text, answer.status, answer.request_id)
     if not isinstance(total, int):
         total = len(data_set)
     return data_set, total
@@ -369,11 +365,5 @@ def _listing(answer: ApiResponse, action: str) -> tuple[list[dict[str, Any]], in
 def _id_list(answer: ApiResponse, key: str, action: str) -> list[str]:
     ids = answer.data.get(key) or []
     if not isinstance(ids, list):
-        raise AmbiguousError(
-            "MALFORMED_RESPONSE",
-            f"{action} answered a '{key}' that is not a list",
-            status=answer.status,
-            request_id=answer.request_id,
-            action=action,
-        )
+        raise malformed(action, f"{action} answered a '{key}' that is not a list", answer.status, answer.request_id)
     return [str(i) for i in ids]

@@ -13,9 +13,11 @@ The scheduler branches on the class, never on message text::
         │   ├── TransientServerError    5xx, INTERNAL_SERVER_ERROR, SERVICE_TEMPORARY_UNAVAILABLE,
         │   │                           REQUEST_TIMED_OUT
         │   ├── ConnectError            the request never left: safe to resend
-        │   └── AmbiguousError          the request may have reached the server and committed
+        │   ├── LostAnswerError         a read's answer was lost or unreadable: a read changes
+        │   │                           nothing, so asking again is safe
+        │   └── AmbiguousError          a write may have reached the server and committed
         │                               (connection lost or timed out after sending, unreadable
-        │                               answer); look before resending a write
+        │                               answer); look before resending it
         ├── PermanentJobError       this job cannot succeed: not found, GPU, wrong status,
         │                           invalid parameters, any other 4xx
         └── FatalRunError           no job can succeed: stop the run (also TLS_ERROR,
@@ -25,6 +27,9 @@ The scheduler branches on the class, never on message text::
 
 Every ``ApiError`` carries ``code``, ``message``, ``status`` (HTTP status, or ``None`` when no
 answer came) and ``request_id``. None of them ever carries a credential.
+
+Only a write (:data:`WRITE_ACTIONS`) can have been applied behind a lost answer, so only writes
+get ``may_have_committed`` errors; the same failure on a read is a :class:`LostAnswerError`.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 __all__ = [
+    "WRITE_ACTIONS",
     "AmbiguousError",
     "ApiError",
     "AuthenticationError",
@@ -40,6 +46,7 @@ __all__ = [
     "ImagebatchError",
     "InstanceBusyError",
     "JobListError",
+    "LostAnswerError",
     "PermanentJobError",
     "QuotaExceededError",
     "RetryableError",
@@ -48,7 +55,23 @@ __all__ = [
     "TransientServerError",
     "UsageError",
     "error_from_response",
+    "is_write_action",
 ]
+
+#: The actions that change something. A lost answer to one of these may hide a committed change.
+WRITE_ACTIONS = frozenset({"CreateImage", "DeleteImages", "ModifyImagesAttributes", "StartInstances", "StopInstances"})
+
+
+def is_write_action(action: str | None) -> bool:
+    """Whether a lost answer to ``action`` may hide a change on the server.
+
+    Zenlayer's reads are all ``Describe*``; any other action we do not know is treated as a
+    write, the safe assumption (look before resending).
+
+    Args:
+        action: the API action, ``None`` when unknown.
+    """
+    return action is None or action in WRITE_ACTIONS or not action.startswith("Describe")
 
 
 class ImagebatchError(Exception):
@@ -146,8 +169,16 @@ class ConnectError(RetryableError):
     """The connection could not be made; the request never reached the server."""
 
 
+class LostAnswerError(RetryableError):
+    """A read reached the server (maybe) but its answer was lost, cut or unreadable.
+
+    A read changes nothing, so unlike :class:`AmbiguousError` there is nothing to look up
+    before asking again.
+    """
+
+
 class AmbiguousError(RetryableError):
-    """The request may have reached the server; its outcome is unknown."""
+    """A write may have reached the server and been applied; its outcome is unknown."""
 
     may_have_committed = True
 
@@ -195,7 +226,7 @@ def error_from_response(status: int, code: str, message: str, request_id: str | 
     """
     cls: type[ApiError]
     if code == "REQUEST_TIMED_OUT":
-        cls = _TimedOutError
+        cls = _TimedOutError if is_write_action(action) else TransientServerError
     elif code.startswith("AUTHFAILURE_"):
         cls = AuthenticationError
     elif code in _BY_CODE:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import pytest
 from aiohttp import web
 
-from batch import FatalRunError, ZecClient
+from batch import AmbiguousError, FatalRunError, RetryableError, ZecClient
+from batch.errors import is_write_action
 
 from .conftest import CREDS
 
@@ -68,3 +70,97 @@ async def test_redirect_without_location_is_still_fatal() -> None:
             await client.describe_instances_status(["i-1"])
     assert info.value.code == "UNEXPECTED_REDIRECT"
     assert "no Location" in info.value.message
+
+
+async def _drop(request: web.Request) -> web.Response:
+    """Read the request, then close the connection without answering."""
+    await request.read()
+    assert request.transport is not None
+    request.transport.abort()
+    raise asyncio.CancelledError
+
+
+async def _garbage(request: web.Request) -> web.Response:
+    """Answer 200 with a body that is not JSON."""
+    await request.read()
+    return web.Response(status=200, body=b"<html>")
+
+
+async def _timed_out(request: web.Request) -> web.Response:
+    """The server's own time-out: 504 REQUEST_TIMED_OUT."""
+    await request.read()
+    return web.json_response({"requestId": "T9", "code": "REQUEST_TIMED_OUT", "message": "m"}, status=504)
+
+
+async def _never(request: web.Request) -> web.Response:
+    """Never answer (until the server is stopped)."""
+    await request.read()
+    await asyncio.Event().wait()
+    raise AssertionError
+
+
+Call = Callable[[ZecClient], Awaitable[object]]
+
+_WRITES: list[tuple[str, Call]] = [
+    ("CreateImage", lambda c: c.create_image("i-1", "img-1")),
+    ("DeleteImages", lambda c: c.delete_images(["img-1"])),
+    ("StartInstances", lambda c: c.start_instances(["i-1"])),
+    ("StopInstances", lambda c: c.stop_instances(["i-1"])),
+    ("ModifyImagesAttributes", lambda c: c.call("ModifyImagesAttributes", {"imageIds": ["img-1"]})),
+]
+_READS: list[tuple[str, Call]] = [
+    ("DescribeCustomImages", lambda c: _drain(c.describe_custom_images())),
+    ("DescribeInstancesStatus", lambda c: c.describe_instances_status(["i-1"])),
+]
+
+
+async def _drain(items: AsyncIterator[object]) -> list[object]:
+    return [i async for i in items]
+
+
+@pytest.mark.parametrize(
+    ("handler", "code"),
+    [
+        pytest.param(_drop, "NETWORK_ERROR", id="dropped"),
+        pytest.param(_never, "NETWORK_ERROR", id="read-timeout"),
+        pytest.param(_garbage, "MALFORMED_RESPONSE", id="garbage-200"),
+        pytest.param(_timed_out, "REQUEST_TIMED_OUT", id="504-request-timed-out"),
+    ],
+)
+@pytest.mark.parametrize(
+    ("action", "call", "write"),
+    [pytest.param(a, c, True, id=a) for a, c in _WRITES] + [pytest.param(a, c, False, id=a) for a, c in _READS],
+)
+async def test_only_writes_may_have_committed(
+    handler: Handler, code: str, action: str, call: Call, write: bool
+) -> None:
+    """A lost answer may hide a commit only for a write; a read's is plainly retryable, and says so."""
+    async with serve(handler) as url, ZecClient(url, CREDS, total_timeout=0.3) as client:
+        with pytest.raises(RetryableError) as info:
+            await call(client)
+    err = info.value
+    assert (err.action, err.code) == (action, code)
+    assert err.may_have_committed is write
+    assert isinstance(err, AmbiguousError) is (write and code != "REQUEST_TIMED_OUT")
+    if code == "NETWORK_ERROR":
+        assert ("may have been applied" in err.message) is write
+
+
+@pytest.mark.parametrize(
+    ("action", "write"),
+    [
+        pytest.param("CreateImage", True, id="CreateImage"),
+        pytest.param("DeleteImages", True, id="DeleteImages"),
+        pytest.param("StopInstances", True, id="StopInstances"),
+        pytest.param("StartInstances", True, id="StartInstances"),
+        pytest.param("ModifyImagesAttributes", True, id="ModifyImagesAttributes"),
+        pytest.param("DescribeCustomImages", False, id="DescribeCustomImages"),
+        pytest.param("DescribeInstancesStatus", False, id="DescribeInstancesStatus"),
+        pytest.param("DescribeInstances", False, id="DescribeInstances"),
+        pytest.param("RebootInstances", True, id="unknown-counts-as-write"),
+        pytest.param(None, True, id="no-action-counts-as-write"),
+    ],
+)
+def test_is_write_action(action: str | None, write: bool) -> None:
+    """Writes, and anything not known to be a read, are treated as able to commit."""
+    assert is_write_action(action) is write
