@@ -6,13 +6,17 @@ to :mod:`batch.errors`, so the mapping rules live in one place and can be tested
 
 from __future__ import annotations
 
+import errno
 import json
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
+
 from .errors import (
     AmbiguousError,
     ApiError,
+    ConnectError,
     FatalRunError,
     LostAnswerError,
     PermanentJobError,
@@ -22,7 +26,7 @@ from .errors import (
 )
 from .text import clip
 
-__all__ = ["Answer", "ApiResponse", "malformed", "parse_answer"]
+__all__ = ["Answer", "ApiResponse", "Peer", "lost", "malformed", "network_error", "parse_answer"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +55,95 @@ class Answer:
     body: bytes
     location: str | None = None
     mitigated: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """Where requests go and how long they may take, for messages about network failures.
+
+    Args:
+        host: the endpoint's host name (or address).
+        port: its port (443 when the URL does not say).
+        connect_timeout: the configured seconds to open a connection.
+        total_timeout: the configured seconds for a whole request.
+    """
+
+    host: str
+    port: int
+    connect_timeout: float
+    total_timeout: float
+
+    @property
+    def address(self) -> str:
+        """``HOST:PORT``, with an IPv6 address in brackets."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+def network_error(exc: Exception, action: str, peer: Peer, *, status: int | None = None) -> ApiError:
+    """Map an aiohttp (or time-out) exception to our error, said in words, not class names.
+
+    Before the request left (DNS, refused, connect time-out, TLS) it is a :class:`ConnectError`,
+    safe to resend; a certificate that fails verification is fatal for the run (every request
+    would meet it). After it left, see :func:`lost`.
+
+    Args:
+        exc: what aiohttp (or the total time-out) raised.
+        action: the API action being sent.
+        peer: the endpoint and the configured time-outs.
+        status: the HTTP status, when the failure came while reading the body.
+    """
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        reason = getattr(exc.certificate_error, "verify_message", None) or str(exc.certificate_error)
+        return FatalRunError("TLS_ERROR", f"TLS certificate verify failed for {peer.host}: {reason}", action=action)
+    if isinstance(exc, aiohttp.ClientConnectorSSLError):
+        reason = getattr(exc.os_error, "reason", None) or exc.os_error
+        return _connect(action, f"TLS handshake failed with {peer.address} ({reason}); is it an https port?")
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return _connect(action, f"DNS lookup failed for {peer.host}")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        if isinstance(exc.os_error, ConnectionRefusedError):
+            return _connect(action, f"connection refused to {peer.address}")
+        reason = exc.os_error.strerror or type(exc.os_error).__name__
+        return _connect(action, f"cannot connect to {peer.address}: {reason}")
+    # ConnectionTimeoutError is also a TimeoutError: test it before the total time-out.
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return _connect(action, f"connecting to {peer.address} timed out after {peer.connect_timeout:g} s")
+    if isinstance(exc, TimeoutError):
+        return lost(action, f"timed out after {peer.total_timeout:g} s waiting for {peer.address} to answer", status)
+    if isinstance(exc, ConnectionResetError | aiohttp.ClientConnectionResetError) or (
+        isinstance(exc, aiohttp.ClientOSError) and exc.errno == errno.ECONNRESET
+    ):
+        return lost(action, f"connection reset by {peer.address} before the answer came", status)
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return lost(action, f"{peer.address} closed the connection before answering", status)
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return lost(action, f"the answer from {peer.address} was cut short", status)
+    return lost(action, f"connection to {peer.address} lost ({type(exc).__name__}: {clip(str(exc))})", status)
+
+
+def lost(action: str, what: str, status: int | None = None) -> ApiError:
+    """The request left but no whole answer came back.
+
+    A write may have been applied (:class:`AmbiguousError`); a read changed nothing
+    (:class:`LostAnswerError`).
+
+    Args:
+        action: the API action that was sent.
+        what: what happened, for the message.
+        status: the HTTP status, when one had arrived.
+    """
+    if is_write_action(action):
+        return AmbiguousError(
+            "NETWORK_ERROR", f"{what}; the request may have been applied", status=status, action=action
+        )
+    return LostAnswerError(
+        "NETWORK_ERROR", f"{what}; a read changes nothing, so it is safe to ask again", status=status, action=action
+    )
+
+
+def _connect(action: str, what: str) -> ConnectError:
+    return ConnectError("NETWORK_ERROR", f"{what}; the request was not sent", action=action)
 
 
 def parse_answer(answer: Answer) -> ApiResponse:

@@ -21,9 +21,9 @@ import yarl
 
 from ._jsonenc import compact_json as _compact_json
 from ._version import __version__
-from .answers import Answer, ApiResponse, malformed, parse_answer
+from .answers import Answer, ApiResponse, Peer, malformed, network_error, parse_answer
 from .credentials import Credentials, parse_endpoint
-from .errors import AmbiguousError, ApiError, ConnectError, FatalRunError, LostAnswerError, is_write_action
+from .errors import AmbiguousError, ApiError
 from .signing import ALGORITHM, sign
 
 __all__ = ["API_VERSION", "ApiResponse", "CreatedImage", "RequestRecord", "ZecClient"]
@@ -96,6 +96,7 @@ class ZecClient:
         self._credentials = credentials
         self._pool_size = pool_size
         self._timeout = aiohttp.ClientTimeout(total=total_timeout, connect=connect_timeout)
+        self._peer = Peer(base.host or "", base.port or 443, connect_timeout, total_timeout)
         self._gate = gate
         self._observer = observer
         self._clock = clock
@@ -186,39 +187,14 @@ class ZecClient:
                         location=resp.headers.get("Location"),
                         mitigated=resp.headers.get("cf-mitigated", ""),
                     )
-            except aiohttp.ClientConnectorCertificateError as exc:
-                raise FatalRunError(
-                    "TLS_ERROR",
-                    f"TLS certificate verification failed for {self._url.host}: {exc.certificate_error}",
-                    action=action,
-                ) from exc
-            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-                raise ConnectError(
-                    "NETWORK_ERROR",
-                    f"cannot connect to {self._url.host}: {type(exc).__name__}",
-                    action=action,
-                ) from exc
-            except TimeoutError as exc:
-                raise self._lost(action, "timed out waiting for the answer", status) from exc
-            except aiohttp.ClientError as exc:
-                raise self._lost(action, f"connection lost ({type(exc).__name__})", status) from exc
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise network_error(exc, action, self._peer, status=status) from exc
             result = parse_answer(answer)
         except ApiError as err:
             self._observe(action, err.status, err.code, err.request_id, started)
             raise
         self._observe(action, status, None, result.request_id, started)
         return result
-
-    @staticmethod
-    def _lost(action: str, what: str, status: int | None) -> ApiError:
-        """The request left but no (whole) answer came back."""
-        if is_write_action(action):
-            return AmbiguousError(
-                "NETWORK_ERROR", f"{what}; the request may have been applied", status=status, action=action
-            )
-        return LostAnswerError(
-            "NETWORK_ERROR", f"{what}; a read changes nothing, so it is safe to ask again", status=status, action=action
-        )
 
     def _observe(
         self, action: str, status: int | None, code: str | None, request_id: str | None, started: float

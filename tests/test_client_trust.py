@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import socket
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
+import aiohttp
 import pytest
 from aiohttp import web
+from aiohttp.client_reqrep import ConnectionKey
 
-from batch import AmbiguousError, FatalRunError, RetryableError, ZecClient
+from batch import AmbiguousError, ApiError, ConnectError, FatalRunError, RetryableError, ZecClient
+from batch.answers import Peer, network_error
 from batch.errors import is_write_action
 
 from .conftest import CREDS
@@ -164,3 +170,124 @@ async def test_only_writes_may_have_committed(
 def test_is_write_action(action: str | None, write: bool) -> None:
     """Writes, and anything not known to be a read, are treated as able to commit."""
     assert is_write_action(action) is write
+
+
+def _free_port() -> int:
+    """A loopback port nothing listens on (bound, read, released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_connection_refused_names_host_and_port() -> None:
+    """Nothing listening: 'connection refused to HOST:PORT', not a class name."""
+    port = _free_port()
+    async with ZecClient(f"http://127.0.0.1:{port}", CREDS) as client:
+        with pytest.raises(ConnectError) as info:
+            await client.describe_instances_status(["i-1"])
+    assert info.value.message.startswith(f"connection refused to 127.0.0.1:{port}")
+    assert "ClientConnector" not in str(info.value)
+
+
+async def test_answer_timeout_says_the_configured_seconds() -> None:
+    """No answer within the total time-out: 'timed out after N s' with the configured N."""
+    async with serve(_never) as url, ZecClient(url, CREDS, total_timeout=0.25) as client:
+        with pytest.raises(AmbiguousError) as info:
+            await client.create_image("i-1", "img-1")
+    assert "timed out after 0.25 s" in info.value.message
+    assert url.removeprefix("http://") in info.value.message
+
+
+async def test_dropped_connection_is_said_in_words() -> None:
+    """The server closing the connection mid-request is said in words, with the address."""
+    async with serve(_drop) as url, ZecClient(url, CREDS) as client:
+        with pytest.raises(AmbiguousError) as info:
+            await client.create_image("i-1", "img-1")
+    text = info.value.message
+    # A close is seen as a disconnect or as a reset, depending on timing; both are said in words.
+    assert "closed the connection before answering" in text or "connection reset by" in text
+    assert url.removeprefix("http://") in text
+
+
+async def test_tls_to_a_plain_port_is_a_handshake_failure() -> None:
+    """https to a plain-http port: 'TLS handshake failed with HOST:PORT', the request not sent."""
+    async with serve(_garbage) as url:
+        port = url.rsplit(":", 1)[1]
+        async with ZecClient(f"https://127.0.0.1:{port}", CREDS) as client:
+            with pytest.raises(ConnectError) as info:
+                await client.create_image("i-1", "img-1")
+    assert info.value.message.startswith(f"TLS handshake failed with 127.0.0.1:{port}")
+    assert "not sent" in info.value.message
+
+
+_KEY = ConnectionKey("api.example.test", 443, True, True, None, None, None)
+_PEER = Peer("api.example.test", 443, connect_timeout=7, total_timeout=30)
+
+
+@pytest.mark.parametrize(
+    ("exc", "cls", "text"),
+    [
+        pytest.param(
+            aiohttp.ClientConnectorDNSError(_KEY, OSError(-2, "Name or service not known")),
+            ConnectError,
+            "DNS lookup failed for api.example.test",
+            id="dns",
+        ),
+        pytest.param(
+            aiohttp.ClientConnectorCertificateError(
+                _KEY, ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed")
+            ),
+            FatalRunError,
+            "TLS certificate verify failed for api.example.test",
+            id="certificate",
+        ),
+        pytest.param(
+            aiohttp.ClientConnectorError(_KEY, ConnectionRefusedError(111, "Connection refused")),
+            ConnectError,
+            "connection refused to api.example.test:443",
+            id="refused",
+        ),
+        pytest.param(
+            aiohttp.ClientConnectorError(_KEY, OSError(113, "No route to host")),
+            ConnectError,
+            "cannot connect to api.example.test:443: No route to host",
+            id="no-route",
+        ),
+        pytest.param(
+            aiohttp.ConnectionTimeoutError("Connection timeout to host"),
+            ConnectError,
+            "connecting to api.example.test:443 timed out after 7 s",
+            id="connect-timeout",
+        ),
+        pytest.param(TimeoutError(), AmbiguousError, "timed out after 30 s waiting for", id="total-timeout"),
+        pytest.param(
+            aiohttp.ClientOSError(errno.ECONNRESET, "Connection reset by peer"),
+            AmbiguousError,
+            "connection reset by api.example.test:443",
+            id="reset",
+        ),
+        pytest.param(
+            aiohttp.ServerDisconnectedError(),
+            AmbiguousError,
+            "api.example.test:443 closed the connection before answering",
+            id="disconnected",
+        ),
+        pytest.param(
+            aiohttp.ClientPayloadError("Response payload is not completed"),
+            AmbiguousError,
+            "the answer from api.example.test:443 was cut short",
+            id="cut-short",
+        ),
+    ],
+)
+def test_network_errors_in_words(exc: Exception, cls: type[ApiError], text: str) -> None:
+    """Each network failure maps to its class with a message in words naming host, port or timeout."""
+    err = network_error(exc, "CreateImage", _PEER)
+    assert type(err) is cls
+    assert err.message.startswith(text)
+    assert type(exc).__name__ not in err.message
+
+
+def test_peer_address_brackets_ipv6() -> None:
+    """An IPv6 endpoint is written [addr]:port in messages."""
+    assert Peer("::1", 9, 1, 1).address == "[::1]:9"
