@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import errno
 import json
+import math
+import re
 from dataclasses import dataclass
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
@@ -26,7 +30,23 @@ from .errors import (
 )
 from .text import clip
 
-__all__ = ["Answer", "ApiResponse", "Peer", "lost", "malformed", "network_error", "parse_answer"]
+__all__ = [
+    "MAX_RETRY_AFTER",
+    "Answer",
+    "ApiResponse",
+    "Peer",
+    "lost",
+    "malformed",
+    "network_error",
+    "parse_answer",
+    "parse_retry_after",
+]
+
+#: The longest wait a ``Retry-After`` may ask for; a bigger one (or a date far ahead) is cut to it,
+#: so a broken proxy cannot park a run for hours.
+MAX_RETRY_AFTER = 300.0
+
+_DELTA_SECONDS = re.compile(r"\d+(?:\.\d+)?", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +68,7 @@ class Answer:
         body: the raw body.
         location: the ``Location`` header, when there was one.
         mitigated: the ``cf-mitigated`` header (edge security challenge), or ``""``.
+        retry_after: seconds from the ``Retry-After`` header (see :func:`parse_retry_after`).
     """
 
     action: str
@@ -55,6 +76,36 @@ class Answer:
     body: bytes
     location: str | None = None
     mitigated: str = ""
+    retry_after: float | None = None
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header, or ``None`` when absent or unreadable.
+
+    Both RFC 9110 forms are read: delta-seconds (``120``; a decimal fraction is tolerated) and
+    an HTTP-date. The result is clamped to ``[0, MAX_RETRY_AFTER]``: a date in the past means
+    "now", a huge value no more than five minutes.
+
+    Args:
+        value: the header's value.
+        now: the current wall-clock time (Unix seconds), to turn a date into a delay.
+    """
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    if _DELTA_SECONDS.fullmatch(text):
+        seconds = float(text)
+    else:
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when.tzinfo is None:  # "-0000": no zone said; HTTP dates are GMT
+            when = when.replace(tzinfo=UTC)
+        seconds = when.timestamp() - now
+    if math.isnan(seconds):
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +229,7 @@ def parse_answer(answer: Answer) -> ApiResponse:
         message if isinstance(message, str) else "(no message)",
         request_id,
         action,
+        retry_after=answer.retry_after,
     )
 
 
@@ -220,7 +272,9 @@ def _unreadable(answer: Answer) -> ApiError:
     if status == 451:
         return FatalRunError("REQUEST_BLOCKED", "request blocked (HTTP 451)", status=status, action=action)
     if status == 429:
-        return ThrottledError("REQUEST_LIMIT_EXCEEDED", text, status=status, action=action)
+        return ThrottledError(
+            "REQUEST_LIMIT_EXCEEDED", text, status=status, action=action, retry_after=answer.retry_after
+        )
     if status == 200 or status >= 500:
         # A write may have been applied behind a garbled or gateway answer.
         return malformed(action, text, status)

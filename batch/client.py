@@ -21,7 +21,7 @@ import yarl
 
 from ._jsonenc import compact_json as _compact_json
 from ._version import __version__
-from .answers import Answer, ApiResponse, Peer, malformed, network_error, parse_answer
+from .answers import Answer, ApiResponse, Peer, malformed, network_error, parse_answer, parse_retry_after
 from .credentials import Credentials, parse_endpoint
 from .errors import AmbiguousError, ApiError
 from .signing import ALGORITHM, sign
@@ -186,6 +186,7 @@ class ZecClient:
                         await resp.read(),
                         location=resp.headers.get("Location"),
                         mitigated=resp.headers.get("cf-mitigated", ""),
+                        retry_after=parse_retry_after(resp.headers.get("Retry-After"), self._clock()),
                     )
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise network_error(exc, action, self._peer, status=status) from exc

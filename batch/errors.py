@@ -214,7 +214,15 @@ class _TimedOutError(TransientServerError):
     may_have_committed = True
 
 
-def error_from_response(status: int, code: str, message: str, request_id: str | None, action: str | None) -> ApiError:
+def error_from_response(
+    status: int,
+    code: str,
+    message: str,
+    request_id: str | None,
+    action: str | None,
+    *,
+    retry_after: float | None = None,
+) -> ApiError:
     """Map an API error envelope to the class the scheduler acts on.
 
     Args:
@@ -223,6 +231,7 @@ def error_from_response(status: int, code: str, message: str, request_id: str | 
         message: the envelope's ``message``.
         request_id: the envelope's ``requestId``.
         action: the action that was called.
+        retry_after: seconds from the answer's ``Retry-After``; kept only on a throttling error.
     """
     cls: type[ApiError]
     if code == "REQUEST_TIMED_OUT":
@@ -237,4 +246,6 @@ def error_from_response(status: int, code: str, message: str, request_id: str | 
         cls = TransientServerError
     else:
         cls = PermanentJobError
-    return cls(code, message, status=status, request_id=request_id, action=action)
+    if not issubclass(cls, ThrottledError):
+        retry_after = None
+    return cls(code, message, status=status, request_id=request_id, action=action, retry_after=retry_after)

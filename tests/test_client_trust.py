@@ -14,8 +14,17 @@ import pytest
 from aiohttp import web
 from aiohttp.client_reqrep import ConnectionKey
 
-from batch import AmbiguousError, ApiError, ConnectError, FatalRunError, RetryableError, ZecClient
-from batch.answers import Peer, network_error
+from batch import (
+    AmbiguousError,
+    ApiError,
+    ConnectError,
+    FatalRunError,
+    RetryableError,
+    ThrottledError,
+    TransientServerError,
+    ZecClient,
+)
+from batch.answers import Peer, network_error, parse_retry_after
 from batch.errors import is_write_action
 
 from .conftest import CREDS
@@ -291,3 +300,68 @@ def test_network_errors_in_words(exc: Exception, cls: type[ApiError], text: str)
 def test_peer_address_brackets_ipv6() -> None:
     """An IPv6 endpoint is written [addr]:port in messages."""
     assert Peer("::1", 9, 1, 1).address == "[::1]:9"
+
+
+_NOW = 1_700_000_000.0  # 2023-11-14T22:13:20Z
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        pytest.param("5", 5.0, id="delta"),
+        pytest.param("0", 0.0, id="zero"),
+        pytest.param(" 7 ", 7.0, id="spaces"),
+        pytest.param("1.5", 1.5, id="fraction"),
+        pytest.param("100000", 300.0, id="huge-clamped"),
+        pytest.param("9" * 400, 300.0, id="enormous-clamped"),
+        pytest.param("Tue, 14 Nov 2023 22:13:30 GMT", 10.0, id="date-ahead"),
+        pytest.param("Tue, 14 Nov 2023 22:13:30 -0000", 10.0, id="date-no-zone"),
+        pytest.param("Tue, 14 Nov 2023 22:00:00 GMT", 0.0, id="date-past"),
+        pytest.param("Wed, 15 Nov 2023 22:13:20 GMT", 300.0, id="date-far"),
+        pytest.param(None, None, id="absent"),
+        pytest.param("", None, id="empty"),
+        pytest.param("-3", None, id="negative"),
+        pytest.param("1e3", None, id="exponent"),
+        pytest.param("nan", None, id="nan"),
+        pytest.param("soon", None, id="word"),
+        pytest.param("Tue, 99 Nov 2023 22:13:30 GMT", None, id="bad-date"),
+    ],
+)
+def test_parse_retry_after(value: str | None, seconds: float | None) -> None:
+    """Retry-After as delta-seconds or an HTTP-date, clamped to [0, 300]; garbage is ignored."""
+    assert parse_retry_after(value, _NOW) == seconds
+
+
+@pytest.mark.parametrize(
+    ("body", "header", "seconds"),
+    [
+        pytest.param(b'{"code": "REQUEST_LIMIT_EXCEEDED", "message": "m"}', "3", 3.0, id="envelope-delta"),
+        pytest.param(b"slow down", "Tue, 14 Nov 2023 22:13:24 GMT", 4.0, id="text-date"),
+        pytest.param(b'{"code": "REQUEST_LIMIT_EXCEEDED", "message": "m"}', "later", None, id="garbage"),
+    ],
+)
+async def test_throttled_error_carries_retry_after(body: bytes, header: str, seconds: float | None) -> None:
+    """A 429's Retry-After reaches ThrottledError.retry_after through the real client."""
+
+    async def throttle(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(status=429, body=body, headers={"Retry-After": header})
+
+    async with serve(throttle) as url, ZecClient(url, CREDS, clock=lambda: _NOW) as client:
+        with pytest.raises(ThrottledError) as info:
+            await client.create_image("i-1", "img-1")
+    assert info.value.retry_after == seconds
+
+
+async def test_retry_after_only_on_throttling() -> None:
+    """A Retry-After on another error (a 503) is not attached: only throttling carries it."""
+
+    async def unavailable(request: web.Request) -> web.Response:
+        await request.read()
+        body = {"code": "SERVICE_TEMPORARY_UNAVAILABLE", "message": "m"}
+        return web.json_response(body, status=503, headers={"Retry-After": "9"})
+
+    async with serve(unavailable) as url, ZecClient(url, CREDS) as client:
+        with pytest.raises(TransientServerError) as info:
+            await client.describe_instances_status(["i-1"])
+    assert info.value.retry_after is None
