@@ -10,7 +10,6 @@ after it ends), so a paginated listing is limited and counted like any other cal
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -22,16 +21,9 @@ import yarl
 
 from ._jsonenc import compact_json as _compact_json
 from ._version import __version__
+from .answers import Answer, ApiResponse, Peer, malformed, network_error, parse_answer, parse_retry_after
 from .credentials import Credentials, parse_endpoint
-from .errors import (
-    AmbiguousError,
-    ApiError,
-    ConnectError,
-    FatalRunError,
-    PermanentJobError,
-    ThrottledError,
-    error_from_response,
-)
+from .errors import AmbiguousError, ApiError
 from .signing import ALGORITHM, sign
 
 __all__ = ["API_VERSION", "ApiResponse", "CreatedImage", "RequestRecord", "ZecClient"]
@@ -41,15 +33,6 @@ SERVICE = "zec"
 CONTENT_TYPE = "application/json"
 MAX_IDS_PER_CALL = 100
 MAX_PAGE_SIZE = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class ApiResponse:
-    """A successful answer: the ``response`` object and its request id."""
-
-    data: dict[str, Any]
-    request_id: str | None
-    status: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +96,7 @@ class ZecClient:
         self._credentials = credentials
         self._pool_size = pool_size
         self._timeout = aiohttp.ClientTimeout(total=total_timeout, connect=connect_timeout)
+        self._peer = Peer(base.host or "", base.port or 443, connect_timeout, total_timeout)
         self._gate = gate
         self._observer = observer
         self._clock = clock
@@ -192,37 +176,21 @@ class ZecClient:
         status: int | None = None
         try:
             try:
-                async with self._session.post(self._url, data=body, headers=headers) as resp:
+                # The API never redirects; following one would re-send the signed body (or the
+                # bearer token) to wherever the Location points, so a 3xx is an answer to report.
+                async with self._session.post(self._url, data=body, headers=headers, allow_redirects=False) as resp:
                     status = resp.status
-                    raw = await resp.read()
-                    mitigated = resp.headers.get("cf-mitigated", "")
-            except aiohttp.ClientConnectorCertificateError as exc:
-                raise FatalRunError(
-                    "TLS_ERROR",
-                    f"TLS certificate verification failed for {self._url.host}: {exc.certificate_error}",
-                    action=action,
-                ) from exc
-            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-                raise ConnectError(
-                    "NETWORK_ERROR",
-                    f"cannot connect to {self._url.host}: {type(exc).__name__}",
-                    action=action,
-                ) from exc
-            except TimeoutError as exc:
-                raise AmbiguousError(
-                    "NETWORK_ERROR",
-                    "timed out waiting for the answer; the request may have been applied",
-                    status=status,
-                    action=action,
-                ) from exc
-            except aiohttp.ClientError as exc:
-                raise AmbiguousError(
-                    "NETWORK_ERROR",
-                    f"connection lost ({type(exc).__name__}); the request may have been applied",
-                    status=status,
-                    action=action,
-                ) from exc
-            result = _parse(action, status, raw, mitigated)
+                    answer = Answer(
+                        action,
+                        status,
+                        await resp.read(),
+                        location=resp.headers.get("Location"),
+                        mitigated=resp.headers.get("cf-mitigated", ""),
+                        retry_after=parse_retry_after(resp.headers.get("Retry-After"), self._clock()),
+                    )
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise network_error(exc, action, self._peer, status=status) from exc
+            result = parse_answer(answer)
         except ApiError as err:
             self._observe(action, err.status, err.code, err.request_id, started)
             raise
@@ -355,60 +323,7 @@ class ZecClient:
         return failed
 
 
-# ----- response parsing ----------------------------------------------------------------------
-
-
-def _parse(action: str, status: int, raw: bytes, mitigated: str) -> ApiResponse:
-    """Return the success envelope's ``response``, or raise the error the answer means."""
-    try:
-        doc = json.loads(raw)
-    except ValueError:
-        doc = None
-    if not isinstance(doc, dict):
-        raise _unreadable(action, status, raw, mitigated)
-    request_id = doc.get("requestId")
-    request_id = request_id if isinstance(request_id, str) else None
-    if status == 200:
-        response = doc.get("response")
-        if not isinstance(response, dict):
-            raise AmbiguousError(
-                "MALFORMED_RESPONSE",
-                "HTTP 200 without a 'response' object in the envelope",
-                status=status,
-                request_id=request_id,
-                action=action,
-            )
-        return ApiResponse(response, request_id or _str_or_none(response.get("requestId")), status)
-    code = doc.get("code")
-    message = doc.get("message")
-    raise error_from_response(
-        status,
-        code if isinstance(code, str) and code else f"HTTP_{status}",
-        message if isinstance(message, str) else "(no message)",
-        request_id,
-        action,
-    )
-
-
-def _unreadable(action: str, status: int, raw: bytes, mitigated: str) -> ApiError:
-    snippet = raw[:80].decode("utf-8", "replace").replace("\n", " ")
-    text = f"HTTP {status} with a body that is not a JSON envelope: {snippet!r}"
-    if status == 403 and mitigated == "challenge":
-        return FatalRunError(
-            "SECURITY_CHALLENGE", "blocked by the edge security challenge", status=status, action=action
-        )
-    if status == 451:
-        return FatalRunError("REQUEST_BLOCKED", "request blocked (HTTP 451)", status=status, action=action)
-    if status == 429:
-        return ThrottledError("REQUEST_LIMIT_EXCEEDED", text, status=status, action=action)
-    if status == 200 or status >= 500:
-        # A write may have been applied behind a garbled or gateway answer.
-        return AmbiguousError("MALFORMED_RESPONSE", text, status=status, action=action)
-    return PermanentJobError("MALFORMED_RESPONSE", text, status=status, action=action)
-
-
-def _str_or_none(value: object) -> str | None:
-    return value if isinstance(value, str) else None
+# ----- response shapes ------------------------------------------------------------------------
 
 
 def _listing(answer: ApiResponse, action: str) -> tuple[list[dict[str, Any]], int]:
@@ -417,13 +332,8 @@ def _listing(answer: ApiResponse, action: str) -> tuple[list[dict[str, Any]], in
     if data_set is None:
         data_set = []
     if not isinstance(data_set, list) or not all(isinstance(i, dict) for i in data_set):
-        raise AmbiguousError(
-            "MALFORMED_RESPONSE",
-            f"{action} answered a 'dataSet' that is not a list of objects",
-            status=answer.status,
-            request_id=answer.request_id,
-            action=action,
-        )
+        text = f"{action} answered a 'dataSet' that is not a list of objects"
+        raise malformed(action, text, answer.status, answer.request_id)
     if not isinstance(total, int):
         total = len(data_set)
     return data_set, total
@@ -432,11 +342,5 @@ def _listing(answer: ApiResponse, action: str) -> tuple[list[dict[str, Any]], in
 def _id_list(answer: ApiResponse, key: str, action: str) -> list[str]:
     ids = answer.data.get(key) or []
     if not isinstance(ids, list):
-        raise AmbiguousError(
-            "MALFORMED_RESPONSE",
-            f"{action} answered a '{key}' that is not a list",
-            status=answer.status,
-            request_id=answer.request_id,
-            action=action,
-        )
+        raise malformed(action, f"{action} answered a '{key}' that is not a list", answer.status, answer.request_id)
     return [str(i) for i in ids]

@@ -13,17 +13,23 @@ The scheduler branches on the class, never on message text::
         │   ├── TransientServerError    5xx, INTERNAL_SERVER_ERROR, SERVICE_TEMPORARY_UNAVAILABLE,
         │   │                           REQUEST_TIMED_OUT
         │   ├── ConnectError            the request never left: safe to resend
-        │   └── AmbiguousError          the request may have reached the server and committed
+        │   ├── LostAnswerError         a read's answer was lost or unreadable: a read changes
+        │   │                           nothing, so asking again is safe
+        │   └── AmbiguousError          a write may have reached the server and committed
         │                               (connection lost or timed out after sending, unreadable
-        │                               answer); look before resending a write
+        │                               answer); look before resending it
         ├── PermanentJobError       this job cannot succeed: not found, GPU, wrong status,
         │                           invalid parameters, any other 4xx
-        └── FatalRunError           no job can succeed: stop the run
+        └── FatalRunError           no job can succeed: stop the run (also TLS_ERROR,
+            │                       UNEXPECTED_REDIRECT: a wrong endpoint fails every request)
             ├── AuthenticationError     AUTHFAILURE_*
             └── QuotaExceededError      INVALID_IMAGE_QUOTA_EXCEED
 
 Every ``ApiError`` carries ``code``, ``message``, ``status`` (HTTP status, or ``None`` when no
 answer came) and ``request_id``. None of them ever carries a credential.
+
+Only a write (:data:`WRITE_ACTIONS`) can have been applied behind a lost answer, so only writes
+get ``may_have_committed`` errors; the same failure on a read is a :class:`LostAnswerError`.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 __all__ = [
+    "WRITE_ACTIONS",
     "AmbiguousError",
     "ApiError",
     "AuthenticationError",
@@ -39,6 +46,7 @@ __all__ = [
     "ImagebatchError",
     "InstanceBusyError",
     "JobListError",
+    "LostAnswerError",
     "PermanentJobError",
     "QuotaExceededError",
     "RetryableError",
@@ -47,7 +55,23 @@ __all__ = [
     "TransientServerError",
     "UsageError",
     "error_from_response",
+    "is_write_action",
 ]
+
+#: The actions that change something. A lost answer to one of these may hide a committed change.
+WRITE_ACTIONS = frozenset({"CreateImage", "DeleteImages", "ModifyImagesAttributes", "StartInstances", "StopInstances"})
+
+
+def is_write_action(action: str | None) -> bool:
+    """Whether a lost answer to ``action`` may hide a change on the server.
+
+    Zenlayer's reads are all ``Describe*``; any other action we do not know is treated as a
+    write, the safe assumption (look before resending).
+
+    Args:
+        action: the API action, ``None`` when unknown.
+    """
+    return action is None or action in WRITE_ACTIONS or not action.startswith("Describe")
 
 
 class ImagebatchError(Exception):
@@ -145,8 +169,16 @@ class ConnectError(RetryableError):
     """The connection could not be made; the request never reached the server."""
 
 
+class LostAnswerError(RetryableError):
+    """A read reached the server (maybe) but its answer was lost, cut or unreadable.
+
+    A read changes nothing, so unlike :class:`AmbiguousError` there is nothing to look up
+    before asking again.
+    """
+
+
 class AmbiguousError(RetryableError):
-    """The request may have reached the server; its outcome is unknown."""
+    """A write may have reached the server and been applied; its outcome is unknown."""
 
     may_have_committed = True
 
@@ -182,7 +214,15 @@ class _TimedOutError(TransientServerError):
     may_have_committed = True
 
 
-def error_from_response(status: int, code: str, message: str, request_id: str | None, action: str | None) -> ApiError:
+def error_from_response(
+    status: int,
+    code: str,
+    message: str,
+    request_id: str | None,
+    action: str | None,
+    *,
+    retry_after: float | None = None,
+) -> ApiError:
     """Map an API error envelope to the class the scheduler acts on.
 
     Args:
@@ -191,10 +231,11 @@ def error_from_response(status: int, code: str, message: str, request_id: str | 
         message: the envelope's ``message``.
         request_id: the envelope's ``requestId``.
         action: the action that was called.
+        retry_after: seconds from the answer's ``Retry-After``; kept only on a throttling error.
     """
     cls: type[ApiError]
     if code == "REQUEST_TIMED_OUT":
-        cls = _TimedOutError
+        cls = _TimedOutError if is_write_action(action) else TransientServerError
     elif code.startswith("AUTHFAILURE_"):
         cls = AuthenticationError
     elif code in _BY_CODE:
@@ -205,4 +246,6 @@ def error_from_response(status: int, code: str, message: str, request_id: str | 
         cls = TransientServerError
     else:
         cls = PermanentJobError
-    return cls(code, message, status=status, request_id=request_id, action=action)
+    if not issubclass(cls, ThrottledError):
+        retry_after = None
+    return cls(code, message, status=status, request_id=request_id, action=action, retry_after=retry_after)
