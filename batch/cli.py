@@ -23,7 +23,7 @@ from typing import Any
 import anyio
 
 from ._version import __version__
-from .credentials import DEFAULT_ENDPOINT, credentials_from_env, parse_endpoint
+from .credentials import DEFAULT_ENDPOINT, parse_endpoint, resolve_credentials
 from .errors import ImagebatchError, JobListError, RunDirectoryError, UsageError
 from .naming import DEFAULT_NAME_TEMPLATE
 from .options import MIN_RATE, RunOptions
@@ -284,7 +284,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     endpoint = args.endpoint or os.environ.get("ZENLAYER_ENDPOINT") or None
     if endpoint is not None:
         parse_endpoint(endpoint)
-    credentials = credentials_from_env()
+    resolved = resolve_credentials(os.environ, Path.home())
+    for note in resolved.notes:
+        print(f"imagebatch: note: {note}", file=sys.stderr)
+    credentials = resolved.credentials
     args.out = args.out or _default_out()
     given = {name: value for name, value in vars(args).items() if name in _OPTION_FIELDS}
     options = RunOptions(**given, resume=args.resume)

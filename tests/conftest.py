@@ -28,9 +28,11 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No test sees the developer's Zenlayer settings."""
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """No test sees the developer's Zenlayer settings (variables or ~/.zenlayer files)."""
+    monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
     for name in (
+        "ZENLAYER_PROFILE",
         "ZENLAYER_ACCESS_KEY_ID",
         "ZENLAYER_ACCESS_KEY_SECRET",
         "ZENLAYERCLOUD_ACCESS_KEY_ID",
