@@ -340,3 +340,16 @@ async def test_resume_after_bad_credentials_runs_everything(tmp_path: Path, make
     assert again.exit_code == 0
     assert again.summary["byStatus"]["succeeded"] == 6
     assert fake.inspect()["images"] == 6
+
+
+async def test_resume_talks_to_the_api_the_run_started_with(tmp_path: Path, make_fake: FakeFactory) -> None:
+    """A resume given no endpoint (no flag, no ZENLAYER_ENDPOINT) uses the one in run.json."""
+    ids = [f"i-{n}" for n in range(3)]
+    fake = await make_fake(instances(*ids))
+    job_list = write_csv(tmp_path / "jobs.csv", ids)
+    await Run(job_list, tmp_path / "run", RunOptions(rate=50), credentials=CREDS, endpoint=fake.url).execute()
+    (tmp_path / "run" / "summary.json").unlink()
+    again = Run(None, tmp_path / "run", RunOptions(resume=True), credentials=CREDS, endpoint=None)
+    outcome = await again.execute()
+    assert again.endpoint == fake.url
+    assert outcome.exit_code == 0
