@@ -171,12 +171,13 @@ class ZecClient:
         headers["Authorization"] = signature.authorization
         return headers
 
-    async def call(self, action: str, params: dict[str, Any]) -> ApiResponse:
+    async def call(self, action: str, params: dict[str, Any], *, request_timeout: float | None = None) -> ApiResponse:
         """Send one action and return its ``response`` object.
 
         Args:
             action: e.g. ``CreateImage``.
             params: the action's parameters (camelCase keys).
+            request_timeout: seconds for this request instead of the client's ``total_timeout``.
 
         Raises:
             ApiError: one of its subclasses, chosen by what happened.
@@ -192,7 +193,12 @@ class ZecClient:
         status: int | None = None
         try:
             try:
-                async with self._session.post(self._url, data=body, headers=headers) as resp:
+                limit = (
+                    self._timeout
+                    if request_timeout is None
+                    else aiohttp.ClientTimeout(request_timeout, self._timeout.connect)
+                )
+                async with self._session.post(self._url, data=body, headers=headers, timeout=limit) as resp:
                     status = resp.status
                     raw = await resp.read()
                     mitigated = resp.headers.get("cf-mitigated", "")
@@ -277,6 +283,7 @@ class ZecClient:
         image_name: str | None = None,
         image_ids: Sequence[str] | None = None,
         page_size: int = MAX_PAGE_SIZE,
+        request_timeout: float | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """Yield every custom image matching the filters, page by page.
 
@@ -284,6 +291,7 @@ class ZecClient:
             image_name: the API matches it fuzzily; compare names yourself for an exact match.
             image_ids: only these images.
             page_size: 1 to 1000 images a page.
+            request_timeout: seconds for each page's request instead of the client's ``total_timeout``.
         """
         page = 1
         seen = 0
@@ -293,7 +301,7 @@ class ZecClient:
                 params["imageName"] = image_name
             if image_ids is not None:
                 params["imageIds"] = list(image_ids)
-            answer = await self.call("DescribeCustomImages", params)
+            answer = await self.call("DescribeCustomImages", params, request_timeout=request_timeout)
             data_set, total = _listing(answer, "DescribeCustomImages")
             for item in data_set:
                 yield item

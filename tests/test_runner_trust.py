@@ -1,0 +1,198 @@
+"""No job is reported failed, skipped or lost while its image may exist; stops end every job honestly.
+
+Whole runs against the project's fake server over loopback. Faults the fake cannot script on its
+own (a look-up that never answers, credentials revoked mid-run, a listing that hangs) come from
+small subclasses that change one action's answer and leave the rest of the fake as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from aiohttp import web
+
+from batch.fake import FakeCloud, FakeConfig, FakeZenlayer
+from batch.fake.errors import FakeApiError
+from batch.policy import LOOKUP_ATTEMPTS
+
+from .conftest import FakeFactory, instances
+from .test_runner import run_jobs
+
+pytestmark = pytest.mark.anyio
+
+
+class LookupsFail(FakeZenlayer):
+    """A fake whose look-ups by name (DescribeCustomImages with ``imageName``) answer 503."""
+
+    def _dispatch(self, request: web.Request, body: bytes, action: str) -> dict[str, Any] | None:
+        if action == "DescribeCustomImages" and b'"imageName"' in body:
+            raise FakeApiError("scripted look-up failure", code="SERVICE_TEMPORARY_UNAVAILABLE", status=503)
+        return super()._dispatch(request, body, action)
+
+
+class RevokesKey(FakeZenlayer):
+    """A fake that stops accepting its access key right after the n-th CreateImage it answers."""
+
+    def __init__(self, cloud: FakeCloud, config: FakeConfig, *, after: int) -> None:
+        super().__init__(cloud, config)
+        self.after = after
+        self.calls_after_revoke: list[str] = []
+
+    def _dispatch(self, request: web.Request, body: bytes, action: str) -> dict[str, Any] | None:
+        if self.config.access_key_secret == "revoked":
+            self.calls_after_revoke.append(action)
+        return super()._dispatch(request, body, action)
+
+    def _create_image(self, params: dict[str, Any]) -> dict[str, Any] | None:
+        if self.calls["CreateImage"] >= self.after:
+            self.config.access_key_secret = "revoked"
+        return super()._create_image(params)
+
+
+@pytest.fixture
+async def own_fakes() -> AsyncIterator[Callable[[FakeZenlayer], Any]]:
+    """Start fakes built by the test; stop them after it."""
+    started: list[FakeZenlayer] = []
+
+    async def start(fake: FakeZenlayer) -> FakeZenlayer:
+        await fake.start()
+        started.append(fake)
+        return fake
+
+    yield start
+    for fake in started:
+        await fake.stop()
+
+
+def images_of(fake: FakeZenlayer) -> dict[str, str]:
+    """Image id per source instance (the fake holds at most one each in these tests)."""
+    return {i.instance_id: i.image_id for i in fake.cloud.images.values()}
+
+
+# ----- item 3: a CreateImage that may have been applied is looked up before the job ends -----
+
+
+async def test_lost_answers_with_one_attempt_are_adopted_not_failed(tmp_path: Path, make_fake: FakeFactory) -> None:
+    """--max-attempts 1 with 20% of answers lost: every lost answer is looked up and adopted, none fails."""
+    ids = [f"i-{n:02d}" for n in range(40)]
+    fake = await make_fake(instances(*ids), cloud_kwargs={"image_ready_seconds": 0}, lost_response_rate=0.2, seed=4)
+    outcome, results = await run_jobs(tmp_path, fake, ids, max_attempts=1)
+    seen = fake.inspect()
+    assert seen["lostResponses"] >= 3
+    assert outcome.exit_code == 0, outcome.summary
+    assert {r["status"] for r in results.values()} == {"succeeded"}
+    assert seen["createdPerInstance"] == dict.fromkeys(ids, 1)
+    assert {i: r["imageId"] for i, r in results.items()} == images_of(fake)
+    adopted = [r for r in results.values() if r["reason"] and "adopted" in r["reason"]]
+    assert len(adopted) == seen["lostResponses"]
+
+
+async def test_slow_answers_get_longer_look_ups_and_are_adopted(tmp_path: Path, make_fake: FakeFactory) -> None:
+    """Every answer slower than --timeout: the listing and the look-ups wait longer on each try, so
+    each image made by a timed-out CreateImage is found and adopted; no job fails, none is made twice."""
+    ids = [f"i-{n}" for n in range(4)]
+    fake = await make_fake(instances(*ids), cloud_kwargs={"image_ready_seconds": 0}, latency=0.4)
+    outcome, results = await run_jobs(tmp_path, fake, ids, total_timeout=0.2, max_attempts=2)
+    assert {r["status"] for r in results.values()} == {"succeeded"}, results
+    assert outcome.exit_code == 0
+    assert fake.inspect()["createdPerInstance"] == dict.fromkeys(ids, 1)
+    assert {i: r["imageId"] for i, r in results.items()} == images_of(fake)
+    assert all("adopted" in r["reason"] for r in results.values())
+
+
+async def test_look_ups_that_cannot_answer_end_unknown(
+    tmp_path: Path, own_fakes: Callable[[FakeZenlayer], Any]
+) -> None:
+    """A lost answer whose look-ups all fail ends `unknown` with OUTCOME_UNKNOWN after its own look-up
+    budget: never `failed`, and no second CreateImage."""
+    cloud = FakeCloud(instances("i-0", "i-1"), image_ready_seconds=0)
+    fake = await own_fakes(LookupsFail(cloud, FakeConfig(scripts={"i-0": ["lost"]})))
+    _, results = await run_jobs(tmp_path, fake, ["i-0", "i-1"], max_attempts=2)
+    record = results["i-0"]
+    assert record["status"] == "unknown"
+    assert record["imageId"] is None
+    assert record["error"]["code"] == "OUTCOME_UNKNOWN"
+    assert "may exist" in record["error"]["message"]
+    assert "--resume looks it up again" in record["error"]["message"]
+    assert "SERVICE_TEMPORARY_UNAVAILABLE" in record["error"]["message"]
+    assert results["i-1"]["status"] == "succeeded"
+    assert fake.cloud.created_per_instance["i-0"] == 1
+    assert fake.calls["CreateImage"] == 2
+    assert fake.calls["DescribeCustomImages"] == 1 + LOOKUP_ATTEMPTS  # the listing, then the look-ups
+    assert record["attempts"] == 1 + LOOKUP_ATTEMPTS
+
+
+# ----- item 32: a fatal stop records interrupted, after looking up what may exist -----------
+
+
+async def test_quota_stop_looks_up_a_lost_answer_and_interrupts_the_rest(
+    tmp_path: Path, make_fake: FakeFactory
+) -> None:
+    """A job waiting to retry after a lost answer when the quota stops the run is looked up and
+    adopted; the jobs never started are `interrupted` (not `skipped`) with the stop's code."""
+    ids = [f"i-{n}" for n in range(10)]
+    fake = await make_fake(instances(*ids), cloud_kwargs={"image_quota": 5}, scripts={"i-1": ["lost"]})
+    # One worker and a long back-off: i-1's retry is still waiting when i-5 meets the quota.
+    outcome, results = await run_jobs(tmp_path, fake, ids, concurrency=1, backoff_base=30.0, backoff_cap=30.0)
+    assert outcome.exit_code == 3
+    statuses = {i: r["status"] for i, r in results.items()}
+    assert statuses == {
+        **dict.fromkeys(["i-0", "i-1", "i-2", "i-3", "i-4"], "succeeded"),
+        "i-5": "failed",
+        **dict.fromkeys(["i-6", "i-7", "i-8", "i-9"], "interrupted"),
+    }
+    assert results["i-1"]["imageId"] == images_of(fake)["i-1"]
+    assert "adopted" in results["i-1"]["reason"]
+    assert all("INVALID_IMAGE_QUOTA_EXCEED" in results[i]["reason"] for i in ["i-6", "i-7", "i-8", "i-9"])
+    assert fake.inspect()["createdPerInstance"] == dict.fromkeys(["i-0", "i-1", "i-2", "i-3", "i-4"], 1)
+
+
+async def test_quota_stop_with_nothing_found_interrupts_after_the_look_up(
+    tmp_path: Path, make_fake: FakeFactory
+) -> None:
+    """A job whose connection dropped before anything was made is looked up at the stop, found
+    missing, and recorded `interrupted`, saying so."""
+    ids = [f"i-{n}" for n in range(6)]
+    fake = await make_fake(instances(*ids), cloud_kwargs={"image_quota": 3}, scripts={"i-1": ["drop"]})
+    outcome, results = await run_jobs(tmp_path, fake, ids, concurrency=1, backoff_base=30.0, backoff_cap=30.0)
+    assert outcome.exit_code == 3
+    record = results["i-1"]
+    assert record["status"] == "interrupted"
+    assert "INVALID_IMAGE_QUOTA_EXCEED" in record["reason"]
+    assert "a look-up by name found no image" in record["reason"]
+    assert fake.calls["DescribeCustomImages"] == 2  # the listing and i-1's look-up
+    assert "i-1" not in images_of(fake)
+
+
+async def test_revoked_key_mid_run_ends_maybe_created_jobs_unknown_without_more_calls(
+    tmp_path: Path, own_fakes: Callable[[FakeZenlayer], Any]
+) -> None:
+    """Credentials refused mid-run: a job whose answer was lost ends `unknown` (its look-up cannot
+    be sent), the others `interrupted`, and nothing more is sent once the key is refused."""
+    ids = [f"i-{n}" for n in range(8)]
+    cloud = FakeCloud(instances(*ids), image_ready_seconds=0)
+    fake = await own_fakes(RevokesKey(cloud, FakeConfig(scripts={"i-1": ["lost"]}), after=4))
+    outcome, results = await run_jobs(tmp_path, fake, ids, concurrency=1, backoff_base=30.0, backoff_cap=30.0)
+    assert outcome.exit_code == 3
+    record = results["i-1"]
+    assert record["status"] == "unknown"
+    assert record["error"]["code"] == "OUTCOME_UNKNOWN"
+    assert "may exist" in record["error"]["message"]
+    assert results["i-4"]["error"]["code"] == "AUTHFAILURE_SIGNATURE_FAILURE"
+    assert {results[i]["status"] for i in ["i-5", "i-6", "i-7"]} == {"interrupted"}
+    assert fake.calls_after_revoke == ["CreateImage"]  # the refused one; no look-up after it
+
+
+async def test_wait_run_ends_after_a_fatal_stop(tmp_path: Path, make_fake: FakeFactory) -> None:
+    """With --wait, a fatal stop releases the awaited images and the run ends (it used to poll forever)."""
+    ids = [f"i-{n}" for n in range(6)]
+    fake = await make_fake(instances(*ids), cloud_kwargs={"image_quota": 2, "image_ready_seconds": 600})
+    with anyio.fail_after(60):
+        outcome, results = await run_jobs(tmp_path, fake, ids, concurrency=1, wait=True, poll_interval=0.05)
+    assert outcome.exit_code == 3
+    assert [results[i]["status"] for i in ids] == ["succeeded", "succeeded", "failed", *["interrupted"] * 3]
+    assert "not confirmed AVAILABLE" in results["i-0"]["reason"]
