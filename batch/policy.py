@@ -31,6 +31,7 @@ __all__ = [
     "lookup_timeout",
     "lookups_possible_after",
     "needs_look_up",
+    "reason_for",
     "unknown_message",
 ]
 
@@ -41,6 +42,13 @@ LOOKUP_ATTEMPTS = 6
 LOOKUP_TIMEOUT_GROWTH = 8
 #: The error code of a job that ended ``unknown``.
 OUTCOME_UNKNOWN = "OUTCOME_UNKNOWN"
+
+#: What a bare API code means for the person reading the result, where the API says too little.
+_HINTS = {
+    "OPERATION_DENIED_INSTANCE_STATUS_NOT_SUPPORT": (
+        "CreateImage needs a STOPPED instance; stop it first (or use --stop-running when available)"
+    ),
+}
 
 
 class Next(StrEnum):
@@ -83,6 +91,15 @@ def counts_as_failure(err: ApiError) -> bool:
     return not isinstance(err, (InstanceBusyError, ThrottledError, PermanentJobError, FatalRunError))
 
 
+def reason_for(err: ApiError) -> str | None:
+    """A short hint for a code whose API message does not say what to do, else ``None``.
+
+    Args:
+        err: the error that ended the job.
+    """
+    return _HINTS.get(err.code)
+
+
 def after_create_error(
     err: ApiError, *, failures: int, max_attempts: int, busy_seconds: float, busy_timeout: float
 ) -> Decision:
@@ -99,7 +116,7 @@ def after_create_error(
     if isinstance(err, FatalRunError):
         return Decision(Next.STOP_RUN, Status.FAILED, "fatal for the run: stopping")
     if isinstance(err, PermanentJobError):
-        return Decision(Next.END, Status.FAILED)
+        return Decision(Next.END, Status.FAILED, reason_for(err))
     if isinstance(err, InstanceBusyError):
         if busy_seconds >= busy_timeout:
             return Decision(Next.END, Status.FAILED, f"instance still busy after {busy_timeout:g} s")

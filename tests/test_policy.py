@@ -36,9 +36,11 @@ THROTTLED = ThrottledError("REQUEST_LIMIT_EXCEEDED", "slow down")
 UNAVAILABLE = TransientServerError("SERVICE_TEMPORARY_UNAVAILABLE", "try later")
 REFUSED = ConnectError("NETWORK_ERROR", "cannot connect")
 NOT_FOUND = PermanentJobError("INVALID_INSTANCE_NOT_FOUND", "no such instance")
+RUNNING = PermanentJobError("OPERATION_DENIED_INSTANCE_STATUS_NOT_SUPPORT", "wrong status")
 QUOTA = QuotaExceededError("INVALID_IMAGE_QUOTA_EXCEED", "quota")
 BAD_SIGNATURE = AuthenticationError("AUTHFAILURE_SIGNATURE_FAILURE", "bad signature")
 NO_PERMISSION = AuthenticationError("AUTHFAILURE_UNAUTHORIZED_OPERATION", "not allowed")
+STOP_HINT = "CreateImage needs a STOPPED instance; stop it first (or use --stop-running when available)"
 
 
 @pytest.mark.parametrize(
@@ -58,6 +60,7 @@ NO_PERMISSION = AuthenticationError("AUTHFAILURE_UNAUTHORIZED_OPERATION", "not a
         ),
         pytest.param(THROTTLED, 99, 0.0, Decision(Next.RETRY), id="throttled-always-retries"),
         pytest.param(NOT_FOUND, 0, 0.0, Decision(Next.END, Status.FAILED, None), id="permanent-ends"),
+        pytest.param(RUNNING, 0, 0.0, Decision(Next.END, Status.FAILED, STOP_HINT), id="running-instance-hint"),
         pytest.param(
             QUOTA, 0, 0.0, Decision(Next.STOP_RUN, Status.FAILED, "fatal for the run: stopping"), id="quota-stops"
         ),

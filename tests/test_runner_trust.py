@@ -15,7 +15,7 @@ import anyio
 import pytest
 from aiohttp import web
 
-from batch.fake import FakeCloud, FakeConfig, FakeZenlayer
+from batch.fake import FakeCloud, FakeConfig, FakeInstance, FakeZenlayer
 from batch.fake.errors import FakeApiError
 from batch.policy import LOOKUP_ATTEMPTS
 
@@ -196,3 +196,18 @@ async def test_wait_run_ends_after_a_fatal_stop(tmp_path: Path, make_fake: FakeF
     assert outcome.exit_code == 3
     assert [results[i]["status"] for i in ids] == ["succeeded", "succeeded", "failed", *["interrupted"] * 3]
     assert "not confirmed AVAILABLE" in results["i-0"]["reason"]
+
+
+# ----- item 30: a RUNNING instance says what to do -------------------------------------------
+
+
+async def test_running_instance_reason_says_stop_it_first(tmp_path: Path, make_fake: FakeFactory) -> None:
+    """OPERATION_DENIED_INSTANCE_STATUS_NOT_SUPPORT comes with a reason that says the instance must be STOPPED."""
+    fake = await make_fake([FakeInstance("i-run", status="RUNNING")])
+    _, results = await run_jobs(tmp_path, fake, ["i-run"])
+    record = results["i-run"]
+    assert record["status"] == "failed"
+    assert record["error"]["code"] == "OPERATION_DENIED_INSTANCE_STATUS_NOT_SUPPORT"
+    assert (
+        record["reason"] == "CreateImage needs a STOPPED instance; stop it first (or use --stop-running when available)"
+    )
