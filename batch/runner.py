@@ -223,6 +223,11 @@ class Run:
         self._listed_done = 0
         self.waiter: ImageWaiter[_JobState] = ImageWaiter(timeout=options.wait_timeout)
         self._t0 = time.monotonic()
+        # What progress shows: the phase, the listing's pages and images, requests on the wire.
+        self._phase = "starting"
+        self._listing_pages = 0
+        self._listing_images = 0
+        self._requests_in_flight = 0
         #: the starting listing answered (``_existing`` is a look-up of every name)
         self._listed = False
         #: jobs to end after a fatal error, shared by the workers (see _settle_stopped)
@@ -320,11 +325,16 @@ class Run:
     async def _gate(self, _action: str) -> None:
         started = time.monotonic()
         await self.meter.acquire()
+        # Counted down in _observe, which the client calls once for every request it sends.
+        self._requests_in_flight += 1
         st = _CURRENT.get()
         if st is not None:
             st.limiter_wait += time.monotonic() - started
 
     def _observe(self, record: RequestRecord) -> None:
+        self._requests_in_flight -= 1
+        if self._phase == "listing":
+            self._listing_pages += 1
         self.calls[record.action] += 1
         self.codes[record.code or "OK"] += 1
         st = _CURRENT.get()
@@ -349,12 +359,15 @@ class Run:
         """One paginated listing of the account's images, kept only for this list's names."""
         wanted = self._validation
         attempt = 0
+        self._phase = "listing"
         while True:
+            self._listing_pages = self._listing_images = 0
             try:
                 found: dict[str, tuple[str, str]] = {}
                 # A read: each failed try gives the next one longer to answer, as look-ups do.
                 timeout = lookup_timeout(self.options.total_timeout, attempt)
                 async for image in client.describe_custom_images(page_size=1000, request_timeout=timeout):
+                    self._listing_images += 1
                     name, status = image.get("imageName"), image.get("imageStatus")
                     if not isinstance(name, str) or status not in _LIVE_IMAGE_STATES:
                         continue
@@ -362,7 +375,10 @@ class Run:
                         found[name] = (str(image.get("imageId")), str(status))
                 self._existing = found
                 self._listed = True
-                self.events.log.info(LISTING_DONE, matching=len(found))
+                self._phase = "running"
+                self.events.log.info(
+                    LISTING_DONE, matching=len(found), pages=self._listing_pages, images=self._listing_images
+                )
                 return
             except (FatalRunError, PermanentJobError):
                 raise
@@ -788,23 +804,37 @@ class Run:
     def _snapshot(self) -> Progress:
         elapsed = time.monotonic() - self._t0
         calls = sum(self.calls.values())
+        dispatcher = getattr(self, "dispatcher", None)
+        phase, detail = self._phase, ""
+        if phase == "listing":
+            detail = f"page {self._listing_pages + 1}, {self._listing_images:,} images"
+        if phase in {"listing", "running"} and dispatcher is not None and dispatcher.stopped:
+            phase, detail = "draining", self.stopped_by or ""
         return Progress(
             total=self.total_jobs,
             by_status=dict(self.by_status),
-            in_flight=self.dispatcher.in_flight if hasattr(self, "dispatcher") else 0,
-            waiting=self.dispatcher.waiting if hasattr(self, "dispatcher") else 0,
+            in_flight=dispatcher.in_flight if dispatcher is not None else 0,
+            waiting=dispatcher.waiting if dispatcher is not None else 0,
             awaiting_images=len(self.waiter),
             api_calls=calls,
             elapsed=elapsed,
             rate=self.meter.throttle.rate if hasattr(self, "meter") else 0.0,
+            phase=phase,
+            phase_detail=detail,
+            requests_in_flight=self._requests_in_flight,
         )
 
     async def _tick(self) -> None:
-        while True:
-            await anyio.sleep(1.0)
-            self.events.flush()
-            if self.progress is not None:
-                self.progress(self._snapshot())
+        try:
+            while True:
+                await anyio.sleep(1.0)
+                self.events.flush()
+                if self.progress is not None:
+                    self.progress(self._snapshot())
+        finally:
+            # The tick lives as long as the run: it is cancelled when the run's work is over.
+            # Requests cancelled by a hard stop never reached _observe: none is on the wire now.
+            self._phase, self._requests_in_flight = "ended", 0
 
     async def _watch_signals(self, work: anyio.CancelScope, everything: anyio.CancelScope) -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -813,7 +843,13 @@ class Run:
                     self.stopped_by = signal.Signals(signum).name
                     self.events.log.warning(RUN_STOPPING, reason=self.stopped_by, graceSeconds=self.options.grace)
                     self.dispatcher.stop()
-                    work.deadline = min(work.deadline, anyio.current_time() + self.options.grace)
+                    if self._phase in {"starting", "listing"}:
+                        # Nothing was sent yet and a listing changes nothing: abandon it now
+                        # rather than wait out the grace for an answer nobody needs.
+                        work.cancel()
+                        self._requests_in_flight = 0
+                    else:
+                        work.deadline = min(work.deadline, anyio.current_time() + self.options.grace)
                 else:
                     everything.cancel()
                     return

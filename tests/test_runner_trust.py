@@ -7,6 +7,12 @@ small subclasses that change one action's answer and leave the rest of the fake 
 
 from __future__ import annotations
 
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -17,10 +23,13 @@ from aiohttp import web
 
 from batch.fake import FakeCloud, FakeConfig, FakeInstance, FakeZenlayer
 from batch.fake.errors import FakeApiError
+from batch.fake.fleet import instance_id
 from batch.policy import LOOKUP_ATTEMPTS
+from batch.runner import Progress, Run, RunOptions
 
-from .conftest import FakeFactory, instances
-from .test_runner import run_jobs
+from .conftest import CREDS, FakeFactory, instances, write_csv
+from .test_crash_safety import ENV, FakeProcess
+from .test_runner import FAST, run_jobs
 
 pytestmark = pytest.mark.anyio
 
@@ -51,6 +60,32 @@ class RevokesKey(FakeZenlayer):
         if self.calls["CreateImage"] >= self.after:
             self.config.access_key_secret = "revoked"
         return super()._create_image(params)
+
+
+class HeldListing(FakeZenlayer):
+    """A fake whose first listing (DescribeCustomImages without ``imageName``) waits for ``release``."""
+
+    def __init__(self, cloud: FakeCloud, config: FakeConfig) -> None:
+        super().__init__(cloud, config)
+        self.release = asyncio.Event()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if request.headers.get("X-ZC-Action") == "DescribeCustomImages":
+            body = await request.read()
+            if b'"imageName"' not in body:
+                await self.release.wait()
+        return await super()._handle(request)
+
+
+def start_run(job_list: Path, out: Path, url: str, *flags: str) -> subprocess.Popen[str]:
+    """`imagebatch run` in its own process, quiet, with the fake's credentials."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "batch", "run", str(job_list), "--out", str(out), "--endpoint", url, "--quiet", *flags],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
 
 
 @pytest.fixture
@@ -211,3 +246,59 @@ async def test_running_instance_reason_says_stop_it_first(tmp_path: Path, make_f
     assert (
         record["reason"] == "CreateImage needs a STOPPED instance; stop it first (or use --stop-running when available)"
     )
+
+
+# ----- item 23: progress says what the run is doing ------------------------------------------
+
+
+async def test_progress_shows_the_listing_then_the_end(
+    tmp_path: Path, own_fakes: Callable[[FakeZenlayer], Any]
+) -> None:
+    """While the starting listing is unanswered, progress says "listing" with its page and one
+    request in flight; the last snapshot says "ended" with none."""
+    fake = await own_fakes(HeldListing(FakeCloud(instances("i-0")), FakeConfig()))
+    job_list = write_csv(tmp_path / "jobs.csv", ["i-0"])
+    seen: list[Progress] = []
+    run = Run(
+        job_list, tmp_path / "run", RunOptions(**FAST), credentials=CREDS, endpoint=fake.url, progress=seen.append
+    )
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run.execute)
+        with anyio.fail_after(30):
+            while not seen:  # noqa: ASYNC110 - progress is a callback; nothing to wait on
+                await anyio.sleep(0.05)
+        fake.release.set()
+    listing = seen[0]
+    assert (listing.phase, listing.phase_detail) == ("listing", "page 1, 0 images")
+    assert listing.requests_in_flight == 1
+    assert listing.api_calls == 0
+    assert (seen[-1].phase, seen[-1].requests_in_flight) == ("ended", 0)
+    assert seen[-1].by_status == {"succeeded": 1}
+
+
+def test_sigterm_during_a_hanging_listing_stops_at_once(tmp_path: Path) -> None:
+    """SIGTERM while the starting listing hangs: the run abandons it at once (no grace wait), sends
+    nothing, and exits 143 with every job still pending."""
+    fake = FakeProcess("--instances", "3", "--latency", "600")
+    proc: subprocess.Popen[str] | None = None
+    try:
+        job_list = write_csv(tmp_path / "jobs.csv", [instance_id(n) for n in range(1, 4)])
+        out = tmp_path / "run"
+        # A grace (and time-out) no test would wait out.
+        proc = start_run(job_list, out, fake.url, "--grace", "600", "--timeout", "900")
+        deadline = time.monotonic() + 30
+        while fake.inspect()["calls"].get("DescribeCustomImages", 0) < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)  # far less than the 600 s grace
+        assert proc.returncode == 143
+        summary = json.loads((out / "summary.json").read_text())
+        assert (summary["stoppedBy"], summary["pending"], summary["ended"]) == ("SIGTERM", 3, 0)
+        assert fake.inspect()["calls"].get("CreateImage", 0) == 0
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        # Killed, not stopped: a graceful stop would wait for the 600 s answer in progress.
+        fake.proc.kill()
+        fake.proc.communicate()
