@@ -911,7 +911,9 @@ class Run:
             RUN_STARTED, runId=header["runId"], jobs=self.total_jobs, resumed=bool(self._done_ids or self._intents)
         )
         self.meter = RateMeter(self.options.rate)
-        self.writer = JournalWriter(self.directory)
+        # Events are flushed before each journal group: an api.attempt event is never lost while
+        # the result it led to is on disk (a write(2) per group, no fsync: enough for kill -9).
+        self.writer = JournalWriter(self.directory, before_write=self.events.flush)
         # Intents are made durable a batch at a time: a bigger batch means fewer pauses for
         # fsync, a smaller one fewer look-ups on resume for jobs recorded but never sent. Half a
         # second of requests (at least two per worker, at most 256) keeps both small.

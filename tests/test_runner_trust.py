@@ -24,11 +24,12 @@ from aiohttp import web
 from batch.fake import FakeCloud, FakeConfig, FakeInstance, FakeZenlayer
 from batch.fake.errors import FakeApiError
 from batch.fake.fleet import instance_id
+from batch.journal import read_journal
 from batch.policy import LOOKUP_ATTEMPTS
 from batch.runner import Progress, Run, RunOptions
 
 from .conftest import CREDS, FakeFactory, instances, write_csv
-from .test_crash_safety import ENV, FakeProcess
+from .test_crash_safety import ENV, FakeProcess, wait_for_results
 from .test_runner import FAST, run_jobs
 
 pytestmark = pytest.mark.anyio
@@ -302,3 +303,38 @@ def test_sigterm_during_a_hanging_listing_stops_at_once(tmp_path: Path) -> None:
         # Killed, not stopped: a graceful stop would wait for the 600 s answer in progress.
         fake.proc.kill()
         fake.proc.communicate()
+
+
+# ----- item 8: events.jsonl is as durable as the results -------------------------------------
+
+
+def test_sigkill_keeps_the_attempt_event_of_every_recorded_result(tmp_path: Path) -> None:
+    """Killed with SIGKILL three times mid-run (and resumed): every request id of every result in
+    the journal has its api.attempt event in events.jsonl (events are written before each journal
+    group, not only once a second)."""
+    count = 600
+    fake = FakeProcess("--instances", str(count), "--latency", "0.005", "--lost-response-rate", "0.05", "--seed", "2")
+    job_list = write_csv(tmp_path / "jobs.csv", [instance_id(n) for n in range(1, count + 1)])
+    out = tmp_path / "run"
+    try:
+        for kill in range(1, 4):
+            flags = ("--resume", "--rate", "300", "--backoff-base", "0.05", "--backoff-cap", "0.2")
+            proc = start_run(job_list, out, fake.url, *flags)
+            wait_for_results(out, 120 * kill)
+            proc.kill()
+            proc.communicate(timeout=30)
+            assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    finally:
+        fake.stop()
+    results = read_journal(out / "journal.log").results
+    assert len(results) >= 3 * 120
+    logged: set[str] = set()
+    for line in (out / "events.jsonl").read_text().splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue  # a line cut by a kill
+        if event.get("event") == "api.attempt" and event.get("requestId"):
+            logged.add(event["requestId"])
+    missing = {i: r["requestIds"] for i, r in results.items() if not set(r["requestIds"]) <= logged}
+    assert not missing, f"{len(missing)} result(s) without their attempt events"
