@@ -21,6 +21,7 @@ from .text import clip
 
 __all__ = [
     "LOOKUP_ATTEMPTS",
+    "LOOKUP_THROTTLED_LIMIT",
     "OUTCOME_UNKNOWN",
     "Decision",
     "Next",
@@ -38,6 +39,9 @@ __all__ = [
 #: Failed look-ups of one job (throttling aside) before it ends ``unknown``. A look-up is a read:
 #: repeating it is safe, and each try waits longer for its answer (:func:`lookup_timeout`).
 LOOKUP_ATTEMPTS = 6
+#: Throttled look-ups of one job before it ends ``unknown``: 429s do not use up the budget above
+#: (the run slows down instead), but a stopping run must end even if the API only says 429.
+LOOKUP_THROTTLED_LIMIT = 30
 #: The longest a look-up waits for its answer, as a multiple of ``--timeout``.
 LOOKUP_TIMEOUT_GROWTH = 8
 #: The error code of a job that ended ``unknown``.
@@ -128,7 +132,7 @@ def after_create_error(
     return _RETRY
 
 
-def after_lookup_error(err: ApiError, *, failures: int, budget: int = LOOKUP_ATTEMPTS) -> Decision:
+def after_lookup_error(err: ApiError, *, failures: int, throttled: int = 0, budget: int = LOOKUP_ATTEMPTS) -> Decision:
     """Decide what a job does after its look-up by name raised ``err``.
 
     Every job that looks up may have had its CreateImage applied, so giving up means ``unknown``.
@@ -136,12 +140,13 @@ def after_lookup_error(err: ApiError, *, failures: int, budget: int = LOOKUP_ATT
     Args:
         err: the error.
         failures: failed look-ups of this job so far, this one included (throttled ones aside).
+        throttled: throttled look-ups of this job so far, this one included.
         budget: failed look-ups allowed.
     """
     if isinstance(err, FatalRunError):
         return Decision(Next.STOP_RUN, Status.UNKNOWN)
     if isinstance(err, ThrottledError):
-        return _RETRY
+        return _RETRY if throttled < LOOKUP_THROTTLED_LIMIT else Decision(Next.END, Status.UNKNOWN)
     if isinstance(err, PermanentJobError) or failures >= budget:
         return Decision(Next.END, Status.UNKNOWN)
     return _RETRY

@@ -167,6 +167,7 @@ class _JobState:
     limiter_wait: float = 0.0
     #: failed look-ups by name since the last one that answered (throttled ones aside)
     lookup_failures: int = 0
+    lookup_throttled: int = 0
     #: set when the job would end without an image although one may exist: the next step is a
     #: look-up by name, and this is how the job ends if it finds nothing
     confirm: _Ending | None = None
@@ -543,7 +544,7 @@ class Run:
         """Look the job's image up by name; each failed look-up gives the next one longer to answer."""
         timeout = lookup_timeout(self.options.total_timeout, st.lookup_failures)
         found = await self._find_by_name(st.job.image_name, request_timeout=timeout)
-        st.reconcile, st.lookup_failures = False, 0
+        st.reconcile, st.lookup_failures, st.lookup_throttled = False, 0, 0
         return found
 
     def _lookup_failed(self, st: _JobState, err: ApiError) -> tuple[Next, float]:
@@ -552,9 +553,11 @@ class Run:
         if err.request_id and err.request_id not in st.request_ids:
             st.request_ids.append(err.request_id)
         throttled = isinstance(err, ThrottledError)
-        if not throttled:
+        if throttled:
+            st.lookup_throttled += 1
+        else:
             st.lookup_failures += 1
-        decision = after_lookup_error(err, failures=st.lookup_failures)
+        decision = after_lookup_error(err, failures=st.lookup_failures, throttled=st.lookup_throttled)
         if decision.next is Next.STOP_RUN:
             self._lookups_off = True
             return decision.next, 0.0

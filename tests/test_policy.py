@@ -18,6 +18,7 @@ from batch.errors import (
 from batch.models import Status
 from batch.policy import (
     LOOKUP_ATTEMPTS,
+    LOOKUP_THROTTLED_LIMIT,
     Decision,
     Next,
     after_create_error,
@@ -85,7 +86,7 @@ def test_after_create_error(err: ApiError, failures: int, busy_seconds: float, e
         pytest.param(UNAVAILABLE, 1, Next.RETRY, id="5xx-retries"),
         pytest.param(LOST, LOOKUP_ATTEMPTS - 1, Next.RETRY, id="timeout-retries-within-budget"),
         pytest.param(LOST, LOOKUP_ATTEMPTS, Next.END, id="budget-spent-ends"),
-        pytest.param(THROTTLED, LOOKUP_ATTEMPTS + 5, Next.RETRY, id="throttled-not-counted"),
+        pytest.param(THROTTLED, LOOKUP_ATTEMPTS + 5, Next.RETRY, id="throttled-not-counted-as-failure"),
         pytest.param(NOT_FOUND, 1, Next.END, id="permanent-ends"),
         pytest.param(BAD_SIGNATURE, 1, Next.STOP_RUN, id="auth-stops"),
     ],
@@ -95,6 +96,19 @@ def test_after_lookup_error(err: ApiError, failures: int, expected: Next) -> Non
     decision = after_lookup_error(err, failures=failures)
     assert decision.next is expected
     assert decision.status is (None if expected is Next.RETRY else Status.UNKNOWN)
+
+
+@pytest.mark.parametrize(
+    ("throttled", "expected"),
+    [
+        pytest.param(1, Next.RETRY, id="first-429"),
+        pytest.param(LOOKUP_THROTTLED_LIMIT - 1, Next.RETRY, id="below-limit"),
+        pytest.param(LOOKUP_THROTTLED_LIMIT, Next.END, id="limit-reached"),
+    ],
+)
+def test_throttled_look_ups_are_bounded(throttled: int, expected: Next) -> None:
+    """429s do not use up the look-up budget, but a job cannot wait on them forever (a stop must end)."""
+    assert after_lookup_error(THROTTLED, failures=0, throttled=throttled).next is expected
 
 
 def test_look_up_budget_is_independent_of_max_attempts() -> None:
