@@ -42,8 +42,8 @@ LOOKUP_ATTEMPTS = 6
 #: Throttled look-ups of one job before it ends ``unknown``: 429s do not use up the budget above
 #: (the run slows down instead), but a stopping run must end even if the API only says 429.
 LOOKUP_THROTTLED_LIMIT = 30
-#: The longest a look-up waits for its answer, as a multiple of ``--timeout``.
-LOOKUP_TIMEOUT_GROWTH = 8
+#: Seconds a look-up's growing wait for its answer stops growing at (a longer ``--timeout`` is kept).
+LOOKUP_TIMEOUT_CAP = 120.0
 #: The error code of a job that ended ``unknown``.
 OUTCOME_UNKNOWN = "OUTCOME_UNKNOWN"
 
@@ -163,14 +163,15 @@ def needs_look_up(status: Status, *, maybe_created: bool) -> bool:
 
 
 def lookup_timeout(total_timeout: float, failures: int) -> float:
-    """Seconds a look-up waits for its answer: ``--timeout``, doubled after each failed look-up
-    (a slow listing is still an answer), at most :data:`LOOKUP_TIMEOUT_GROWTH` times ``--timeout``.
+    """Seconds a look-up waits for its answer: ``--timeout``, doubled after each failed look-up (a
+    slow listing is still an answer), growing up to :data:`LOOKUP_TIMEOUT_CAP` (so a server that
+    never answers costs minutes, not hours, before the job ends ``unknown``).
 
     Args:
         total_timeout: ``--timeout``.
         failures: failed look-ups of this job so far.
     """
-    return total_timeout * min(LOOKUP_TIMEOUT_GROWTH, 1 << min(failures, 30))
+    return min(total_timeout * (1 << min(failures, 30)), max(total_timeout, LOOKUP_TIMEOUT_CAP))
 
 
 def unknown_message(name: str, why: str) -> str:

@@ -151,17 +151,19 @@ def test_needs_look_up(status: Status, maybe_created: bool, look: bool) -> None:
 
 
 @pytest.mark.parametrize(
-    ("failures", "seconds"),
+    ("total", "failures", "seconds"),
     [
-        pytest.param(0, 2.0, id="first-try"),
-        pytest.param(1, 4.0, id="doubled"),
-        pytest.param(3, 16.0, id="eight-times"),
-        pytest.param(50, 16.0, id="capped"),
+        pytest.param(2.0, 0, 2.0, id="first-try"),
+        pytest.param(2.0, 1, 4.0, id="doubled"),
+        pytest.param(2.0, 5, 64.0, id="doubled-five-times"),
+        pytest.param(2.0, 50, 120.0, id="capped"),
+        pytest.param(60.0, 2, 120.0, id="default-timeout-capped"),
+        pytest.param(300.0, 3, 300.0, id="longer-timeout-kept"),
     ],
 )
-def test_lookup_timeout_grows_and_is_capped(failures: int, seconds: float) -> None:
-    """Each failed look-up doubles the next one's time to answer, up to 8x --timeout."""
-    assert lookup_timeout(2.0, failures) == seconds
+def test_lookup_timeout_grows_and_is_capped(total: float, failures: int, seconds: float) -> None:
+    """Each failed look-up doubles the next one's time to answer, up to 120 s (or --timeout if longer)."""
+    assert lookup_timeout(total, failures) == seconds
 
 
 @pytest.mark.parametrize(
