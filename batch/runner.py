@@ -501,6 +501,7 @@ class Run:
                 self._on_lookup_error(st, err)
                 return
             if found is not None:
+                st.confirm = None
                 self._created(st, found[0], found[1], _ADOPTED_LOST)
                 return
             if st.confirm is not None:
