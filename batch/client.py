@@ -10,6 +10,7 @@ after it ends), so a paginated listing is limited and counted like any other cal
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -155,12 +156,13 @@ class ZecClient:
         headers["Authorization"] = signature.authorization
         return headers
 
-    async def call(self, action: str, params: dict[str, Any]) -> ApiResponse:
+    async def call(self, action: str, params: dict[str, Any], *, request_timeout: float | None = None) -> ApiResponse:
         """Send one action and return its ``response`` object.
 
         Args:
             action: e.g. ``CreateImage``.
             params: the action's parameters (camelCase keys).
+            request_timeout: seconds for this request instead of the client's ``total_timeout``.
 
         Raises:
             ApiError: one of its subclasses, chosen by what happened.
@@ -176,9 +178,16 @@ class ZecClient:
         status: int | None = None
         try:
             try:
+                limit = (
+                    self._timeout
+                    if request_timeout is None
+                    else aiohttp.ClientTimeout(request_timeout, self._timeout.connect)
+                )
                 # The API never redirects; following one would re-send the signed body (or the
                 # bearer token) to wherever the Location points, so a 3xx is an answer to report.
-                async with self._session.post(self._url, data=body, headers=headers, allow_redirects=False) as resp:
+                async with self._session.post(
+                    self._url, data=body, headers=headers, timeout=limit, allow_redirects=False
+                ) as resp:
                     status = resp.status
                     answer = Answer(
                         action,
@@ -189,7 +198,10 @@ class ZecClient:
                         retry_after=parse_retry_after(resp.headers.get("Retry-After"), self._clock()),
                     )
             except (aiohttp.ClientError, TimeoutError) as exc:
-                raise network_error(exc, action, self._peer, status=status) from exc
+                peer = self._peer
+                if request_timeout is not None:  # a look-up's own, longer, timeout
+                    peer = dataclasses.replace(peer, total_timeout=request_timeout)
+                raise network_error(exc, action, peer, status=status) from exc
             result = parse_answer(answer)
         except ApiError as err:
             self._observe(action, err.status, err.code, err.request_id, started)
@@ -245,6 +257,7 @@ class ZecClient:
         image_name: str | None = None,
         image_ids: Sequence[str] | None = None,
         page_size: int = MAX_PAGE_SIZE,
+        request_timeout: float | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """Yield every custom image matching the filters, page by page.
 
@@ -252,6 +265,7 @@ class ZecClient:
             image_name: the API matches it fuzzily; compare names yourself for an exact match.
             image_ids: only these images.
             page_size: 1 to 1000 images a page.
+            request_timeout: seconds for each page's request instead of the client's ``total_timeout``.
         """
         page = 1
         seen = 0
@@ -261,7 +275,7 @@ class ZecClient:
                 params["imageName"] = image_name
             if image_ids is not None:
                 params["imageIds"] = list(image_ids)
-            answer = await self.call("DescribeCustomImages", params)
+            answer = await self.call("DescribeCustomImages", params, request_timeout=request_timeout)
             data_set, total = _listing(answer, "DescribeCustomImages")
             for item in data_set:
                 yield item

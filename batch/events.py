@@ -2,8 +2,9 @@
 
 Event names are dotted constants; fields never include a credential, a header or a request
 body. Each run gets its own logger writing to its own file: no global structlog state is touched.
-The file is buffered (a diagnostic log, not the journal) and flushed about once a second and on
-close, so logging costs no system call per event.
+The file is buffered, so logging costs no system call per event. It is flushed (``write(2)``, no
+fsync) before each group of journal records is written, about once a second, and on close: every
+event logged before a job's result is in the file when that result is, even after ``kill -9``.
 """
 
 from __future__ import annotations
@@ -78,8 +79,9 @@ class EventLog:
         ).bind()
 
     def flush(self) -> None:
-        """Push buffered events to the file."""
-        self._stream.flush()
+        """Push buffered events to the file (after :meth:`close`: nothing)."""
+        if not self._stream.closed:
+            self._stream.flush()
 
     def close(self) -> None:
         """Flush and close the file (again: nothing)."""

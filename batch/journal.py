@@ -273,10 +273,15 @@ class JournalWriter:
     Args:
         directory: the (locked) run directory.
         result_delay: longest time a result waits for company before its group is synced.
+        before_write: called before each group is written (the run flushes its event log there,
+            so every event logged before a record is on disk when the record is).
     """
 
-    def __init__(self, directory: RunDirectory, *, result_delay: float = 0.02) -> None:
+    def __init__(
+        self, directory: RunDirectory, *, result_delay: float = 0.02, before_write: Callable[[], None] | None = None
+    ) -> None:
         self.result_delay = result_delay
+        self._before_write = before_write
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
         self._journal_fd = os.open(directory.file(JOURNAL_FILE), flags, 0o644)
         self._results_fd = os.open(directory.file(RESULTS_FILE), flags, 0o644)
@@ -343,6 +348,8 @@ class JournalWriter:
                 self._urgent = False
                 batch, done = self._pending, self._batch_done
                 self._pending, self._batch_done = [], anyio.Event()
+                if self._before_write is not None:
+                    self._before_write()
                 _write_all(self._journal_fd, b"".join(j for j, _ in batch) + self._checkpoint_record())
                 results = b"".join(r for _, r in batch)
                 if results:
@@ -376,6 +383,8 @@ class JournalWriter:
             return
         batch, self._pending = self._pending, []
         if batch:
+            if self._before_write is not None:
+                self._before_write()
             _write_all(self._journal_fd, b"".join(j for j, _ in batch) + self._checkpoint_record())
             _write_all(self._results_fd, b"".join(r for _, r in batch if r))
             self._sync()

@@ -14,7 +14,7 @@ import random
 import signal
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +37,19 @@ from .header import RunHeader
 from .journal import EVENTS_FILE, SUMMARY_FILE, JournalWriter, RunDirectory, write_atomic
 from .models import Job, JobResult, Status
 from .options import RunOptions
+from .policy import (
+    LOOKUP_ATTEMPTS,
+    OUTCOME_UNKNOWN,
+    Next,
+    after_create_error,
+    after_lookup_error,
+    counts_as_failure,
+    lookup_failed,
+    lookup_timeout,
+    lookups_possible_after,
+    needs_look_up,
+    unknown_message,
+)
 from .resume import prepare
 from .scheduling import Dispatcher, RateMeter, full_jitter
 from .snapshot import JobSource
@@ -69,6 +82,8 @@ __all__ = [
 
 #: Image states that mean "an image by this name is there (or on its way)".
 _LIVE_IMAGE_STATES = frozenset({"AVAILABLE", "CREATING", "SYNCING", "PROCESSING"})
+_ADOPTED_LOST = "adopted: an earlier attempt created it but its answer was lost"
+_ADOPTED_RESUMED = "adopted: created by an earlier, interrupted attempt of this run"
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,9 +116,20 @@ class RunOutcome:
     out_dir: Path
 
 
+@dataclass(frozen=True, slots=True)
+class _Ending:
+    """How a job ends unless the look-up by name before its end finds its image."""
+
+    status: Status
+    error: ApiError | None
+    reason: str | None
+
+
 @dataclass(slots=True)
 class _JobState:
     job: Job
+    #: look the image up by name before the next CreateImage (one may have been applied since
+    #: the last look-up that answered)
     reconcile: bool = False
     #: an earlier CreateImage of this job may have been applied (answer lost, or a resumed run)
     maybe_created: bool = False
@@ -117,6 +143,12 @@ class _JobState:
     throttled: int = 0
     failures: int = 0
     limiter_wait: float = 0.0
+    #: failed look-ups by name since the last one that answered (throttled ones aside)
+    lookup_failures: int = 0
+    lookup_throttled: int = 0
+    #: set when the job would end without an image although one may exist: the next step is a
+    #: look-up by name, and this is how the job ends if it finds nothing
+    confirm: _Ending | None = None
 
 
 _CURRENT: contextvars.ContextVar[_JobState | None] = contextvars.ContextVar("imagebatch_job", default=None)
@@ -180,6 +212,17 @@ class Run:
         self._started = time.time()
         self.waiter: ImageWaiter[_JobState] = ImageWaiter(timeout=options.wait_timeout)
         self._t0 = time.monotonic()
+        # What progress shows: the phase, the listing's pages and images, requests on the wire.
+        self._phase = "starting"
+        self._listing_pages = 0
+        self._listing_images = 0
+        self._requests_in_flight = 0
+        #: the starting listing answered (``_existing`` is a look-up of every name)
+        self._listed = False
+        #: jobs to end after a fatal error, shared by the workers (see _settle_stopped)
+        self._settling: deque[_JobState] = deque()
+        #: whether look-ups by name can still be sent (off after a look-up failed fatally)
+        self._lookups_off = False
 
     # ----- set-up ----------------------------------------------------------------------------
 
@@ -217,11 +260,16 @@ class Run:
     async def _gate(self, _action: str) -> None:
         started = time.monotonic()
         await self.meter.acquire()
+        # Counted down in _observe, which the client calls once for every request it sends.
+        self._requests_in_flight += 1
         st = _CURRENT.get()
         if st is not None:
             st.limiter_wait += time.monotonic() - started
 
     def _observe(self, record: RequestRecord) -> None:
+        self._requests_in_flight -= 1
+        if self._phase == "listing":
+            self._listing_pages += 1
         self.calls[record.action] += 1
         self.codes[record.code or "OK"] += 1
         st = _CURRENT.get()
@@ -246,23 +294,32 @@ class Run:
         """One paginated listing of the account's images, kept only for this list's names."""
         wanted = self._validation
         attempt = 0
+        self._phase = "listing"
         while True:
+            self._listing_pages = self._listing_images = 0
             try:
                 found: dict[str, tuple[str, str]] = {}
-                async for image in client.describe_custom_images(page_size=1000):
+                # A read: each failed try gives the next one longer to answer, as look-ups do.
+                timeout = lookup_timeout(self.options.total_timeout, attempt)
+                async for image in client.describe_custom_images(page_size=1000, request_timeout=timeout):
+                    self._listing_images += 1
                     name, status = image.get("imageName"), image.get("imageStatus")
                     if not isinstance(name, str) or status not in _LIVE_IMAGE_STATES:
                         continue
                     if wanted.may_contain_name(name):
                         found[name] = (str(image.get("imageId")), str(status))
                 self._existing = found
-                self.events.log.info(LISTING_DONE, matching=len(found))
+                self._listed = True
+                self._phase = "running"
+                self.events.log.info(
+                    LISTING_DONE, matching=len(found), pages=self._listing_pages, images=self._listing_images
+                )
                 return
             except (FatalRunError, PermanentJobError):
                 raise
             except ApiError as err:
                 attempt += 1
-                if attempt >= self.options.max_attempts:
+                if attempt >= LOOKUP_ATTEMPTS:  # a read: its own budget, not --max-attempts
                     raise FatalRunError(
                         err.code,
                         f"could not list existing images after {attempt} attempts: {err.message}",
@@ -348,15 +405,14 @@ class Run:
             )
 
     async def _worker(self) -> None:
-        while True:
-            st = await self.dispatcher.take()
-            if st is None:
-                return
+        while (st := await self.dispatcher.take()) is not None:
             token = _CURRENT.set(st)
             try:
                 await self._process(st)
             finally:
                 _CURRENT.reset(token)
+        if self.fatal is not None:
+            await self._settle_stopped()
 
     async def _process(self, st: _JobState) -> None:
         job = st.job
@@ -366,21 +422,32 @@ class Run:
             if existing is not None:
                 image_id, image_status = existing
                 if st.resumed_intent:
-                    reason = "adopted: created by an earlier, interrupted attempt of this run"
-                    self._created(st, image_id, image_status, reason)
+                    self._created(st, image_id, image_status, _ADOPTED_RESUMED)
                 else:
                     reason = f"an image named {job.image_name!r} already exists ({image_status})"
                     self._finish(st, Status.SKIPPED, image_id=image_id, image_status=image_status, reason=reason)
                     self.dispatcher.done()
                 return
+        if st.reconcile or st.confirm is not None:
+            try:
+                found = await self._look_up(st)
+            except ApiError as err:
+                self._on_lookup_error(st, err)
+                return
+            if found is not None:
+                st.confirm = None
+                self._created(st, found[0], found[1], _ADOPTED_LOST)
+                return
+            if st.confirm is not None:
+                self._end_not_found(st, st.confirm)
+                self.dispatcher.done()
+                return
+        if self.dispatcher.stopped:
+            # The run is stopping: send nothing new. Given back, the job is settled by a worker
+            # (after a fatal error) or left to --resume (after a signal or a changed job list).
+            self.dispatcher.retry_at(st, time.monotonic())
+            return
         try:
-            if st.reconcile:
-                found = await self._find_by_name(job.image_name)
-                st.reconcile = False
-                if found is not None:
-                    reason = "adopted: an earlier attempt created it but its answer was lost"
-                    self._created(st, found[0], found[1], reason)
-                    return
             if not st.intent_written:
                 await self.writer.intent(job)
                 st.intent_written = True
@@ -400,20 +467,89 @@ class Run:
         else:
             self.waiter.add(st, image_id, reason)  # stays in flight until the poller ends it
 
-    async def _find_by_name(self, name: str) -> tuple[str, str] | None:
-        async for image in self.client.describe_custom_images(image_name=name, page_size=100):
+    async def _find_by_name(self, name: str, *, request_timeout: float | None = None) -> tuple[str, str] | None:
+        async for image in self.client.describe_custom_images(
+            image_name=name, page_size=100, request_timeout=request_timeout
+        ):
             if image.get("imageName") == name and image.get("imageStatus") != "DELETING":
                 return str(image.get("imageId")), str(image.get("imageStatus"))
         return None
 
+    async def _look_up(self, st: _JobState) -> tuple[str, str] | None:
+        """Look the job's image up by name; each failed look-up gives the next one longer to answer."""
+        timeout = lookup_timeout(self.options.total_timeout, st.lookup_failures)
+        found = await self._find_by_name(st.job.image_name, request_timeout=timeout)
+        st.reconcile, st.lookup_failures, st.lookup_throttled = False, 0, 0
+        return found
+
+    def _lookup_failed(self, st: _JobState, err: ApiError) -> tuple[Next, float]:
+        """Count a failed look-up; return what comes next and, for a retry, the back-off."""
+        opts = self.options
+        if err.request_id and err.request_id not in st.request_ids:
+            st.request_ids.append(err.request_id)
+        throttled = isinstance(err, ThrottledError)
+        if throttled:
+            st.lookup_throttled += 1
+        else:
+            st.lookup_failures += 1
+        decision = after_lookup_error(err, failures=st.lookup_failures, throttled=st.lookup_throttled)
+        if decision.next is Next.STOP_RUN:
+            self._lookups_off = True
+            return decision.next, 0.0
+        if decision.next is not Next.RETRY:
+            return decision.next, 0.0
+        if throttled:
+            self.meter.throttle.on_throttled()
+            st.throttled += 1
+            delay = err.retry_after or full_jitter(
+                min(st.throttled, 4), base=opts.backoff_base / 4, cap=opts.backoff_cap, rng=self.rng
+            )
+        else:
+            delay = full_jitter(st.lookup_failures - 1, base=opts.backoff_base, cap=opts.backoff_cap, rng=self.rng)
+        self.events.log.info(
+            RETRY_SCHEDULED,
+            instanceId=st.job.instance_id,
+            code=err.code,
+            backoffSeconds=round(delay, 3),
+            step="look-up",
+        )
+        return Next.RETRY, delay
+
+    def _on_lookup_error(self, st: _JobState, err: ApiError) -> None:
+        """A look-up by name failed: look again later, or end the job ``unknown``."""
+        step, delay = self._lookup_failed(st, err)
+        if step is Next.RETRY:
+            self.dispatcher.retry_at(st, time.monotonic() + delay)
+            return
+        if step is Next.STOP_RUN:
+            self._stop_fatal(err)
+        self._end_unknown(st, lookup_failed(err, st.lookup_failures))
+        self.dispatcher.done()
+
+    def _end_unknown(self, st: _JobState, why: str) -> None:
+        """End a job ``unknown``: its CreateImage may have been applied and no look-up could tell."""
+        error = ApiError(OUTCOME_UNKNOWN, unknown_message(st.job.image_name, why), action="DescribeCustomImages")
+        self._finish(st, Status.UNKNOWN, error=error, reason="the image may exist; --resume looks it up again")
+
+    def _end_not_found(self, st: _JobState, ending: _Ending) -> None:
+        """End a job as planned, now that a look-up by name found no image of it."""
+        st.confirm = None
+        note = f"a look-up by name found no image {st.job.image_name!r}"
+        reason = f"{ending.reason}; {note}" if ending.reason else note
+        self._finish(st, ending.status, error=ending.error, reason=reason)
+
+    def _pool_idle(self) -> bool:
+        """No job is left to run or await (finished, or stopped with nothing in flight)."""
+        return self.dispatcher.finished or (self.dispatcher.stopped and self.dispatcher.in_flight == 0)
+
     async def _poll_images(self) -> None:
         """``--wait``: every poll interval, look up all awaited images and end the jobs whose
         image is AVAILABLE, FAILED, gone or out of time. Returns when the pool has nothing left."""
-        while not self.dispatcher.finished:
+        while not self._pool_idle():
             with anyio.move_on_after(self.options.poll_interval):
-                while not self.dispatcher.finished:
+                while not self._pool_idle():
                     await self.dispatcher.changed()
-            if self.dispatcher.finished or not self.waiter:
+            if self._pool_idle() or not self.waiter:
                 continue
             if self.fatal is not None:
                 self._release_awaited(f"waiting stopped: {self.fatal.code}")
@@ -450,29 +586,38 @@ class Run:
             self.dispatcher.done()
 
     def _on_error(self, st: _JobState, err: ApiError) -> None:
+        """CreateImage failed: retry later, or end the job (the run too, on a fatal error)."""
         opts = self.options
         now = time.monotonic()
         if err.request_id and err.request_id not in st.request_ids:
             st.request_ids.append(err.request_id)
-        if isinstance(err, FatalRunError):
-            self._finish(st, Status.FAILED, error=err, reason="fatal for the run: stopping")
-            self.dispatcher.done()
-            self._stop_fatal(err)
-            return
-        if isinstance(err, PermanentJobError):
-            self._finish(st, Status.FAILED, error=err)
-            self.dispatcher.done()
-            return
+        if err.may_have_committed:
+            st.reconcile = st.maybe_created = True
+        if counts_as_failure(err):
+            st.failures += 1
+        busy_seconds = 0.0
         if isinstance(err, InstanceBusyError):
             if st.maybe_created:
                 # Busy may mean IMAGING for our own image whose answer was lost and which the
                 # look-up did not list yet: look again before the next CreateImage.
                 st.reconcile = True
             st.first_busy_at = st.first_busy_at or now
-            if now - st.first_busy_at >= opts.busy_timeout:
-                self._finish(st, Status.FAILED, error=err, reason=f"instance still busy after {opts.busy_timeout:g} s")
-                self.dispatcher.done()
-                return
+            busy_seconds = now - st.first_busy_at
+        decision = after_create_error(
+            err,
+            failures=st.failures,
+            max_attempts=opts.max_attempts,
+            busy_seconds=busy_seconds,
+            busy_timeout=opts.busy_timeout,
+        )
+        if decision.next is Next.STOP_RUN:
+            self._stop_fatal(err)
+        if decision.next is not Next.RETRY:
+            assert decision.status is not None
+            self._end(st, decision.status, error=err, reason=decision.reason)
+            return
+        if isinstance(err, InstanceBusyError):
+            assert st.first_busy_at is not None
             delay = full_jitter(st.busy_waits, base=opts.backoff_base, cap=opts.backoff_cap, rng=self.rng)
             delay = min(delay, max(0.0, st.first_busy_at + opts.busy_timeout - now))
             st.busy_waits += 1
@@ -481,13 +626,6 @@ class Run:
             st.throttled += 1
             delay = full_jitter(min(st.throttled, 4), base=opts.backoff_base / 4, cap=opts.backoff_cap, rng=self.rng)
         else:
-            if err.may_have_committed:
-                st.reconcile = st.maybe_created = True
-            st.failures += 1
-            if st.failures >= opts.max_attempts:
-                self._finish(st, Status.FAILED, error=err, reason=f"gave up after {st.failures} failed attempts")
-                self.dispatcher.done()
-                return
             delay = full_jitter(st.failures - 1, base=opts.backoff_base, cap=opts.backoff_cap, rng=self.rng)
         self.retries += 1
         self.events.log.info(
@@ -499,6 +637,24 @@ class Run:
         )
         self.dispatcher.retry_at(st, now + delay)
 
+    def _end(self, st: _JobState, status: Status, *, error: ApiError | None = None, reason: str | None = None) -> None:
+        """End a job in flight, after a look-up by name if its CreateImage may have been applied."""
+        if needs_look_up(status, maybe_created=st.maybe_created):
+            st.confirm = _Ending(status, error, reason)
+            # A short back-off first: an image created a moment ago may not be listed yet.
+            delay = full_jitter(0, base=self.options.backoff_base, cap=self.options.backoff_cap, rng=self.rng)
+            self.events.log.info(
+                RETRY_SCHEDULED,
+                instanceId=st.job.instance_id,
+                code=error.code if error else None,
+                backoffSeconds=round(delay, 3),
+                step="look-up before ending",
+            )
+            self.dispatcher.retry_at(st, time.monotonic() + delay)
+            return
+        self._finish(st, status, error=error, reason=reason)
+        self.dispatcher.done()
+
     def _stop_fatal(self, err: ApiError) -> None:
         """No job can succeed any more: stop handing out jobs (the first fatal error wins)."""
         if self.fatal is None:
@@ -507,36 +663,116 @@ class Run:
             self.events.log.warning(RUN_STOPPING, reason=self.stopped_by)
             self.dispatcher.stop()
 
+    def _stop_note(self) -> str:
+        assert self.fatal is not None
+        return f"run stopped: {self.fatal.code}: {self.fatal.message}"
+
+    async def _settle_stopped(self) -> None:
+        """After a fatal error, in each worker as it leaves: end the jobs given back for a retry.
+
+        Those whose CreateImage may have been applied are looked up by name first (the workers
+        share the list, so the look-ups run side by side).
+        """
+        self._settling.extend(self.dispatcher.drain_waiting())
+        if self.fatal is not None and not lookups_possible_after(self.fatal):
+            self._lookups_off = True
+        while self._settling:
+            st = self._settling.popleft()
+            token = _CURRENT.set(st)
+            try:
+                await self._settle(st)
+            finally:
+                _CURRENT.reset(token)
+
+    async def _settle(self, st: _JobState) -> None:
+        """End a job that is not in flight, once the run has stopped on a fatal error."""
+        ending = st.confirm or _Ending(Status.INTERRUPTED, None, self._stop_note())
+        if not (st.reconcile or st.confirm is not None):
+            # Nothing sent since the last look-up that answered: nothing to look for.
+            self._finish(st, ending.status, error=ending.error, reason=ending.reason)
+            return
+        why = "the run stopped before a look-up by name could be sent"
+        while not self._lookups_off:
+            try:
+                found = await self._look_up(st)
+            except ApiError as err:
+                step, delay = self._lookup_failed(st, err)
+                why = lookup_failed(err, st.lookup_failures)
+                if step is not Next.RETRY:
+                    break
+                await anyio.sleep(delay)  # nothing else is left to do while the run stops
+                continue
+            if found is None:
+                self._end_not_found(st, ending)
+                return
+            image_id, image_status = found
+            reason = _ADOPTED_LOST
+            if self.options.wait and image_status != "AVAILABLE":
+                reason += f"; not confirmed AVAILABLE ({self._stop_note()})"
+            self._finish(st, Status.SUCCEEDED, image_id=image_id, image_status=image_status, reason=reason)
+            return
+        self._end_unknown(st, why)
+
     def _skip_rest(self, reason: str) -> None:
-        """After a fatal error: every job not yet ended is recorded as skipped."""
-        for st in [*self.dispatcher.drain_waiting(), *self.dispatcher.drain_source()]:
-            note = reason
-            if st.reconcile or st.resumed_intent:
-                note += "; an earlier attempt's answer was lost, so its image may exist"
-            self._finish(st, Status.SKIPPED, reason=note)
+        """After a fatal error: every job not yet ended is recorded ``interrupted`` (``--resume``
+        runs it again), or, where this run's starting listing already answered for it, ended."""
+        for st in self.dispatcher.drain_waiting():
+            # Workers settle these as they leave; any left here can no longer be looked up.
+            if st.reconcile or st.confirm is not None:
+                self._end_unknown(st, "the run stopped before a look-up by name could be sent")
+            else:
+                self._finish(st, Status.INTERRUPTED, reason=reason)
+        for st in self.dispatcher.drain_source():
+            existing = self._existing.get(st.job.image_name)
+            if not st.resumed_intent:
+                self._finish(st, Status.INTERRUPTED, reason=reason)
+            elif not self._listed:
+                why = f"the listing of existing images failed ({self.fatal.code if self.fatal else 'stopped'})"
+                self._end_unknown(st, why)
+            elif existing is not None:
+                self._finish(
+                    st, Status.SUCCEEDED, image_id=existing[0], image_status=existing[1], reason=_ADOPTED_RESUMED
+                )
+            else:
+                # The listing (a look-up of every name, made after the earlier run) did not show it.
+                self._finish(st, Status.INTERRUPTED, reason=reason)
 
     # ----- the run ---------------------------------------------------------------------------
 
     def _snapshot(self) -> Progress:
         elapsed = time.monotonic() - self._t0
         calls = sum(self.calls.values())
+        dispatcher = getattr(self, "dispatcher", None)
+        phase, detail = self._phase, ""
+        if phase == "listing":
+            detail = f"page {self._listing_pages + 1}, {self._listing_images:,} images"
+        if phase in {"listing", "running"} and dispatcher is not None and dispatcher.stopped:
+            phase, detail = "draining", self.stopped_by or ""
         return Progress(
             total=self.total_jobs,
             by_status=dict(self.by_status),
-            in_flight=self.dispatcher.in_flight if hasattr(self, "dispatcher") else 0,
-            waiting=self.dispatcher.waiting if hasattr(self, "dispatcher") else 0,
+            in_flight=dispatcher.in_flight if dispatcher is not None else 0,
+            waiting=dispatcher.waiting if dispatcher is not None else 0,
             awaiting_images=len(self.waiter),
             api_calls=calls,
             elapsed=elapsed,
             rate=self.meter.throttle.rate if hasattr(self, "meter") else 0.0,
+            phase=phase,
+            phase_detail=detail,
+            requests_in_flight=self._requests_in_flight,
         )
 
     async def _tick(self) -> None:
-        while True:
-            await anyio.sleep(1.0)
-            self.events.flush()
-            if self.progress is not None:
-                self.progress(self._snapshot())
+        try:
+            while True:
+                await anyio.sleep(1.0)
+                self.events.flush()
+                if self.progress is not None:
+                    self.progress(self._snapshot())
+        finally:
+            # The tick lives as long as the run: it is cancelled when the run's work is over.
+            # Requests cancelled by a hard stop never reached _observe: none is on the wire now.
+            self._phase, self._requests_in_flight = "ended", 0
 
     async def _watch_signals(self, work: anyio.CancelScope, everything: anyio.CancelScope) -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -545,7 +781,13 @@ class Run:
                     self.stopped_by = signal.Signals(signum).name
                     self.events.log.warning(RUN_STOPPING, reason=self.stopped_by, graceSeconds=self.options.grace)
                     self.dispatcher.stop()
-                    work.deadline = min(work.deadline, anyio.current_time() + self.options.grace)
+                    if self._phase in {"starting", "listing"}:
+                        # Nothing was sent yet and a listing changes nothing: abandon it now
+                        # rather than wait out the grace for an answer nobody needs.
+                        work.cancel()
+                        self._requests_in_flight = 0
+                    else:
+                        work.deadline = min(work.deadline, anyio.current_time() + self.options.grace)
                 else:
                     everything.cancel()
                     return
@@ -608,7 +850,9 @@ class Run:
             RUN_STARTED, runId=header.run_id, jobs=self.total_jobs, resumed=self.resumed, segment=self._segment_id
         )
         self.meter = RateMeter(self.options.rate)
-        self.writer = JournalWriter(self.directory)
+        # Events are flushed before each journal group: an api.attempt event is never lost while
+        # the result it led to is on disk (a write(2) per group, no fsync: enough for kill -9).
+        self.writer = JournalWriter(self.directory, before_write=self.events.flush)
         self.writer.checkpoint = self._segment
         # Intents are made durable a batch at a time: a bigger batch means fewer pauses for
         # fsync, a smaller one fewer look-ups on resume for jobs recorded but never sent. Half a

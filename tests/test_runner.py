@@ -213,7 +213,7 @@ async def test_permanent_errors_fail_at_once(tmp_path: Path, make_fake: FakeFact
 
 
 async def test_quota_reached_mid_run_stops_with_exit_3(tmp_path: Path, make_fake: FakeFactory) -> None:
-    """When the quota is reached, sending stops; the rest are skipped with the reason; exit 3."""
+    """When the quota is reached, sending stops; the rest are interrupted with the reason; exit 3."""
     ids = [f"i-{n:02d}" for n in range(30)]
     fake = await make_fake(instances(*ids), cloud_kwargs={"image_quota": 10})
     outcome, results = await run_jobs(tmp_path, fake, ids, concurrency=2)
@@ -221,25 +221,24 @@ async def test_quota_reached_mid_run_stops_with_exit_3(tmp_path: Path, make_fake
     assert set(results) == set(ids)
     statuses = [r["status"] for r in results.values()]
     assert statuses.count("succeeded") == 10
-    failed = [r for r in results.values() if r["status"] == "failed"]
-    assert failed
-    assert {r["error"]["code"] for r in failed} == {"INVALID_IMAGE_QUOTA_EXCEED"}
-    skipped = [r for r in results.values() if r["status"] == "skipped"]
-    assert skipped
-    assert all("INVALID_IMAGE_QUOTA_EXCEED" in r["reason"] for r in skipped)
+    interrupted = [r for r in results.values() if r["status"] == "interrupted"]
+    assert len(interrupted) == 20
+    hit = [r for r in interrupted if r["error"] and r["error"]["code"] == "INVALID_IMAGE_QUOTA_EXCEED"]
+    assert hit  # the job(s) whose own CreateImage met the quota: interrupted too, --resume retries them
+    assert all("INVALID_IMAGE_QUOTA_EXCEED" in r["reason"] for r in interrupted if r not in hit)
     assert fake.calls["CreateImage"] <= 10 + 2  # at most the in-flight ones after the first refusal
     assert outcome.summary["stoppedBy"] == "fatal:INVALID_IMAGE_QUOTA_EXCEED"
 
 
 async def test_bad_credentials_stop_before_any_create(tmp_path: Path, make_fake: FakeFactory) -> None:
-    """Refused credentials: no CreateImage at all, every job skipped naming the code, exit 3."""
+    """Refused credentials: no CreateImage at all, every job interrupted naming the code, exit 3."""
     ids = [f"i-{n}" for n in range(5)]
     fake = await make_fake(instances(*ids))
     bad = Credentials(CREDS.access_key_id, "wrong-secret-value")
     outcome, results = await run_jobs(tmp_path, fake, ids, creds=bad)
     assert outcome.exit_code == 3
     assert fake.calls.get("CreateImage", 0) == 0
-    assert {r["status"] for r in results.values()} == {"skipped"}
+    assert {r["status"] for r in results.values()} == {"interrupted"}
     assert all("AUTHFAILURE_SIGNATURE_FAILURE" in r["reason"] for r in results.values())
     for path in (tmp_path / "run").iterdir():
         assert "wrong-secret-value" not in path.read_text(errors="replace")
@@ -250,7 +249,7 @@ async def test_listing_failure_after_retries_is_fatal(tmp_path: Path, make_fake:
     fake = await make_fake(instances("i-0"), error_rate=1.0)
     outcome, results = await run_jobs(tmp_path, fake, ["i-0"], max_attempts=2)
     assert outcome.exit_code == 3
-    assert results["i-0"]["status"] == "skipped"
+    assert results["i-0"]["status"] == "interrupted"
     assert fake.calls.get("CreateImage", 0) == 0
 
 
