@@ -17,6 +17,8 @@ from typing import Any, TextIO
 
 import structlog
 
+from .text import rfc3339
+
 __all__ = [
     "ATTEMPT",
     "JOB_ENDED",
@@ -38,7 +40,7 @@ JOB_ENDED = "job.ended"
 
 
 def _add_time(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    event["ts"] = time.time()
+    event["ts"] = rfc3339(time.time())  # the one time format of every file a run writes
     return event
 
 

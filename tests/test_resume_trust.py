@@ -279,14 +279,16 @@ def test_run_warns_about_a_byte_order_mark(tmp_path: Path, fake_factory: Any) ->
 
 
 async def test_times_are_rfc3339_everywhere(tmp_path: Path, make_fake: FakeFactory) -> None:
-    """results.jsonl, summary.json and run.json write times one way: RFC 3339 UTC text."""
+    """results.jsonl, summary.json, run.json and events.jsonl write times one way: RFC 3339 UTC text."""
     fake = await make_fake(instances("i-1"))
     job_list = write_csv(tmp_path / "jobs.csv", ["i-1"])
     await Run(job_list, tmp_path / "run", RunOptions(), credentials=CREDS, endpoint=fake.url).execute()
     result = json.loads((tmp_path / "run" / "results.jsonl").read_text())
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     header = json.loads((tmp_path / "run" / "run.json").read_text())
-    for text in (result["startedAt"], result["endedAt"], summary["startedAt"], summary["endedAt"], header["createdAt"]):
+    events = [json.loads(x) for x in (tmp_path / "run" / "events.jsonl").read_text().splitlines()]
+    stamps = [result["startedAt"], result["endedAt"], summary["startedAt"], summary["endedAt"], header["createdAt"]]
+    for text in stamps + [e["ts"] for e in events]:
         assert RFC3339.fullmatch(text), text
 
 
