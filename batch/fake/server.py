@@ -21,18 +21,13 @@ from typing import Any, Self
 
 from aiohttp import web
 
-from ..client import API_VERSION
 from .auth import verify_request
+from .constants import API_VERSION, DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, DEFAULT_TOKEN, SERVICE
 from .errors import FakeApiError, InvalidParameter, RateLimited, UnauthorizedOperation
 from .handlers import HANDLERS
 from .state import FakeCloud
 
 __all__ = ["DEFAULT_ACCESS_KEY_ID", "DEFAULT_ACCESS_KEY_SECRET", "DEFAULT_TOKEN", "FakeConfig", "FakeZenlayer"]
-
-# Documented, deliberately public credentials of the fake (never valid anywhere else).
-DEFAULT_ACCESS_KEY_ID = "fake-access-key-id"
-DEFAULT_ACCESS_KEY_SECRET = "fake-access-key-secret"  # noqa: S105
-DEFAULT_TOKEN = "fake-bearer-token"  # noqa: S105
 
 #: CreateImage outcomes a script may list per instance.
 SCRIPT_OUTCOMES = frozenset({"ok", "lost", "drop", "500", "503", "504", "garbage", "busy", "429"})
@@ -47,7 +42,8 @@ class FakeConfig:
         access_key_secret: its secret.
         tokens: bearer tokens the fake accepts.
         rate_limit: requests per second across all actions (``None``: unlimited).
-        burst: token-bucket size; defaults to one second's worth of ``rate_limit``.
+        burst: token-bucket size (requests); defaults to one second's worth of ``rate_limit``.
+            The real API's is not documented: a small one punishes bursty clients.
         latency: seconds added before each answer.
         error_rate: share of requests answered with a 5xx before anything is done.
         lost_response_rate: share of successful CreateImage calls whose answer is dropped
@@ -145,7 +141,8 @@ class FakeZenlayer:
         server = site._server
         assert server is not None
         sock_port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-        self.url = f"http://{host}:{sock_port}"
+        shown = f"[{host}]" if ":" in host else host  # an IPv6 address needs brackets in a URL
+        self.url = f"http://{shown}:{sock_port}"
         return self.url
 
     async def stop(self) -> None:
@@ -213,7 +210,7 @@ class FakeZenlayer:
             now=self.wall_clock(),
             max_skew=self.config.max_skew,
         )
-        if request.match_info["service"] != "zec" or action not in HANDLERS:
+        if request.match_info["service"] != SERVICE or action not in HANDLERS:
             raise UnauthorizedOperation(f"action {action!r} does not exist in this service")
         if request.headers.get("X-ZC-Version") != API_VERSION:
             raise InvalidParameter(f"X-ZC-Version must be {API_VERSION} for {action}")
