@@ -143,6 +143,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_positive_float,
         help="token-bucket size, requests (default: one second of --rate-limit)",
     )
+    parser.add_argument(
+        "--retry-after", action="store_true", help="send a Retry-After header (whole seconds) with each 429"
+    )
     parser.add_argument("--latency", type=_non_negative_float, default=0.0, help="seconds added to every answer")
     parser.add_argument("--error-rate", type=_fraction, default=0.0, help="share of requests answered 503")
     parser.add_argument(
@@ -215,6 +218,7 @@ def build_fake(args: argparse.Namespace) -> FakeZenlayer:
         tokens=frozenset({args.token}),
         rate_limit=args.rate_limit,
         burst=args.burst,
+        retry_after=args.retry_after,
         latency=args.latency,
         error_rate=args.error_rate,
         lost_response_rate=args.lost_response_rate,

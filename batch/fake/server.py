@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import random
 import time
 import uuid
@@ -44,6 +45,8 @@ class FakeConfig:
         rate_limit: requests per second across all actions (``None``: unlimited).
         burst: token-bucket size (requests); defaults to one second's worth of ``rate_limit``.
             The real API's is not documented: a small one punishes bursty clients.
+        retry_after: send a ``Retry-After`` header (whole seconds, at least 1) with every 429:
+            the time until the bucket holds a request again, rounded up.
         latency: seconds added before each answer.
         error_rate: share of requests answered with a 5xx before anything is done.
         lost_response_rate: share of successful CreateImage calls whose answer is dropped
@@ -59,6 +62,7 @@ class FakeConfig:
     tokens: frozenset[str] = field(default=frozenset({DEFAULT_TOKEN}), repr=False)
     rate_limit: float | None = None
     burst: float | None = None
+    retry_after: bool = False
     latency: float = 0.0
     error_rate: float = 0.0
     lost_response_rate: float = 0.0
@@ -81,6 +85,10 @@ class _TokenBucket:
             self.tokens -= 1
             return True
         return False
+
+    def wait(self) -> float:
+        """Seconds until the bucket holds one request again (as of the last :meth:`take`)."""
+        return max(0.0, (1 - self.tokens) / self.rate)
 
 
 class _DropConnectionError(Exception):
@@ -182,11 +190,19 @@ class FakeZenlayer:
             if err.status == 429:
                 second[1] += 1
             payload = {"requestId": request_id, "code": err.code, "message": err.message}
-            return web.json_response(payload, status=err.status)
+            headers = {}
+            if err.status == 429 and self.config.retry_after:
+                headers["Retry-After"] = str(self._retry_after())
+            return web.json_response(payload, status=err.status, headers=headers)
         if result is None:  # scripted garbage
             return web.Response(body=b"<html>502 Bad Gateway</html>", status=502, content_type="text/html")
         self.codes["OK"] += 1
         return web.json_response({"requestId": request_id, "response": {"requestId": request_id, **result}})
+
+    def _retry_after(self) -> int:
+        """Retry-After for a 429: HTTP allows only whole seconds, so at least 1."""
+        wait = self._bucket.wait() if self._bucket is not None else 0.0
+        return max(1, math.ceil(wait))
 
     def _tick(self) -> list[int]:
         """Count a request in the timeline; return its second's counters."""
