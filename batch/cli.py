@@ -162,58 +162,6 @@ def _rate(text: str) -> float:
 _OPTION_FIELDS = frozenset(f.name for f in dataclasses.fields(RunOptions)) - {"resume"}
 
 
-def _add_fake_args(parser: argparse.ArgumentParser) -> None:
-    from .fake import DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, DEFAULT_TOKEN
-
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=0, help="port (default: any free port)")
-    fleet = parser.add_mutually_exclusive_group()
-    fleet.add_argument(
-        "--fleet", type=Path, metavar="JOBLIST", help="instances from a job list (fake-only columns apply)"
-    )
-    fleet.add_argument("--instances", type=int, default=0, help="generate N STOPPED instances 1000000000000000001...")
-    parser.add_argument("--busy-fraction", type=_fraction, default=0.0, help="with --instances: share busy at start")
-    parser.add_argument(
-        "--busy-max-seconds", type=_non_negative_float, default=0.0, help="with --instances: busy up to this long"
-    )
-    parser.add_argument(
-        "--gpu-fraction", type=_fraction, default=0.0, help="with --instances: share that are GPU instances"
-    )
-    parser.add_argument("--rate-limit", type=_positive_float, help="requests per second before 429 (default: none)")
-    parser.add_argument("--burst", type=_positive_float, help="token-bucket size (default: one second of --rate-limit)")
-    parser.add_argument("--latency", type=_non_negative_float, default=0.0, help="seconds added to every answer")
-    parser.add_argument("--error-rate", type=_fraction, default=0.0, help="share of requests answered 503")
-    parser.add_argument(
-        "--lost-response-rate", type=_fraction, default=0.0, help="share of CreateImage answers dropped after commit"
-    )
-    parser.add_argument(
-        "--image-ready-seconds", type=_non_negative_float, default=2.0, help="time an image stays CREATING"
-    )
-    parser.add_argument("--quota", type=int, help="custom-image quota (default: none)")
-    parser.add_argument(
-        "--image-fail-fraction", type=_fraction, default=0.0, help="share of instances whose images end FAILED"
-    )
-    parser.add_argument(
-        "--transition-seconds", type=_non_negative_float, default=1.0, help="time spent STOPPING or BOOTING"
-    )
-    parser.add_argument(
-        "--max-skew", type=_non_negative_float, default=300.0, help="accepted clock skew of signatures, seconds"
-    )
-    parser.add_argument(
-        "--list-lag-seconds",
-        type=_non_negative_float,
-        default=0.0,
-        help="new images show in DescribeCustomImages only after this long (eventual consistency)",
-    )
-    parser.add_argument("--write-jobs", type=Path, metavar="CSV", help="write a job list of the fleet's instances")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the fault dice")
-    parser.add_argument("--access-key-id", default=DEFAULT_ACCESS_KEY_ID, help="accepted key id (default: %(default)s)")
-    parser.add_argument(
-        "--access-key-secret", default=DEFAULT_ACCESS_KEY_SECRET, help="its secret (default: %(default)s)"
-    )
-    parser.add_argument("--token", default=DEFAULT_TOKEN, help="accepted bearer token (default: %(default)s)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The command-line grammar."""
     parser = argparse.ArgumentParser(
@@ -236,7 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--quiet", action="store_true", help="no progress display")
     fake = sub.add_parser("fake-server", help="serve the fake Zenlayer API on loopback")
-    _add_fake_args(fake)
+    from .fake.cli import add_arguments as add_fake_arguments  # light: no server, no aiohttp.web
+
+    add_fake_arguments(fake)
     return parser
 
 

@@ -328,7 +328,7 @@ class Run:
                         action=err.action,
                     ) from err
                 if isinstance(err, ThrottledError):
-                    self.meter.throttle.on_throttled()
+                    await anyio.sleep(self.meter.on_throttled(err.retry_after))  # Retry-After, if any
                 await anyio.sleep(
                     full_jitter(attempt, base=self.options.backoff_base, cap=self.options.backoff_cap, rng=self.rng)
                 )
@@ -622,9 +622,10 @@ class Run:
             delay = min(delay, max(0.0, st.first_busy_at + opts.busy_timeout - now))
             st.busy_waits += 1
         elif isinstance(err, ThrottledError):
-            self.meter.throttle.on_throttled()
+            wait = self.meter.on_throttled(err.retry_after)
             st.throttled += 1
             delay = full_jitter(min(st.throttled, 4), base=opts.backoff_base / 4, cap=opts.backoff_cap, rng=self.rng)
+            delay = max(delay, wait)  # never before the server's Retry-After
         else:
             delay = full_jitter(st.failures - 1, base=opts.backoff_base, cap=opts.backoff_cap, rng=self.rng)
         self.retries += 1

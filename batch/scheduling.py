@@ -5,8 +5,9 @@ Three meters stack in front of every API request, apart from the client:
 * the pool's size caps requests in flight (``--concurrency``);
 * one :class:`aiolimiter.AsyncLimiter` per run caps the sending rate (``--rate``). It is made
   with a capacity of one request, so there is no first-second burst above the rate;
-* :class:`AdaptiveThrottle` lowers the rate further when the API answers 429, and brings it
-  back when the 429s stop (additive increase, multiplicative decrease).
+* :class:`~batch.throttle.AdaptiveThrottle` lowers the rate further when the API answers 429:
+  to just below the rate the server measurably accepts, then back up along a cubic curve
+  (see :mod:`batch.throttle`).
 
 Jobs that must wait (busy instance, back-off) leave the pool and sit in the
 :class:`Dispatcher`'s timer heap, so waiting never holds a worker slot.
@@ -20,14 +21,20 @@ import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
+from contextvars import ContextVar
 from typing import Generic, TypeVar
 
 import anyio
 from aiolimiter import AsyncLimiter
 
+from .throttle import AdaptiveThrottle
+
 __all__ = ["AdaptiveThrottle", "Dispatcher", "RateMeter", "full_jitter"]
 
 T = TypeVar("T")
+
+#: When the current task's last request was sent: a 429 is counted against its send time.
+_SENT_AT: ContextVar[float | None] = ContextVar("imagebatch_sent_at", default=None)
 
 
 def full_jitter(attempt: int, *, base: float, cap: float, rng: random.Random) -> float:
@@ -43,80 +50,11 @@ def full_jitter(attempt: int, *, base: float, cap: float, rng: random.Random) ->
     return rng.uniform(0, window)
 
 
-class AdaptiveThrottle:
-    """Additive-increase / multiplicative-decrease pacing below a ceiling rate.
-
-    At the ceiling it costs nothing (the run's ``AsyncLimiter`` already enforces that rate).
-    After a 429 the rate drops by ``decrease`` (at most once per ``cool_down`` seconds, so one
-    burst of 429s counts once) and climbs back by ``increase`` of the ceiling per second without
-    a 429.
-
-    Args:
-        ceiling: the configured ``--rate``, requests per second.
-        floor: lowest rate it will go to.
-        decrease: factor applied on a 429.
-        increase: share of the ceiling regained per quiet second.
-        cool_down: seconds after a decrease during which further 429s do not decrease again.
-        clock: monotonic clock.
-    """
-
-    def __init__(
-        self,
-        ceiling: float,
-        *,
-        floor: float = 0.2,
-        decrease: float = 0.85,
-        increase: float = 0.02,
-        cool_down: float = 1.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.ceiling = ceiling
-        self.floor = min(floor, ceiling)
-        self.decrease = decrease
-        self.increase = increase
-        self.cool_down = cool_down
-        self.clock = clock
-        self._rate = ceiling
-        self._changed_at = clock()
-        self._last_429 = -1e9
-        self._last_decrease = -1e9
-        self._next_slot = 0.0
-        self.decreases = 0
-
-    @property
-    def rate(self) -> float:
-        """The current target rate, requests per second."""
-        if self._rate < self.ceiling:
-            now = self.clock()
-            quiet = now - max(self._changed_at, self._last_429)
-            if quiet > 0:
-                self._rate = min(self.ceiling, self._rate + quiet * self.increase * self.ceiling)
-                self._changed_at = now
-        return self._rate
-
-    def on_throttled(self) -> None:
-        """Tell the throttle the API answered 429."""
-        now = self.clock()
-        if now - self._last_decrease >= self.cool_down:
-            self._rate = max(self.floor, self.rate * self.decrease)
-            self._changed_at = now
-            self._last_decrease = now
-            self.decreases += 1
-        self._last_429 = now
-
-    def delay(self) -> float:
-        """Reserve the next send slot and return how long to wait for it (0 at the ceiling)."""
-        rate = self.rate
-        if rate >= self.ceiling:
-            return 0.0
-        now = self.clock()
-        slot = max(now, self._next_slot)
-        self._next_slot = slot + 1.0 / rate
-        return slot - now
-
-
 class RateMeter:
     """The run's rate limit: one ``AsyncLimiter`` (made in the running loop) plus the throttle.
+
+    Make it in the running loop, and tell it about every 429 with :meth:`on_throttled` from
+    the task that sent the request (the send time travels in a context variable).
 
     Args:
         rate: ``--rate``, requests per second across all actions.
@@ -131,17 +69,34 @@ class RateMeter:
         self.limiter = AsyncLimiter(self._slack, self._slack / rate)
         self._primed = False
         self.throttle = AdaptiveThrottle(rate, floor=min(rate, max(0.2, rate / 50)), clock=clock)
+        # Below the ceiling one sender at a time reserves its slot and waits for it: slots
+        # reserved ahead by every worker would keep an old rate for concurrency / rate seconds.
+        self._pace = anyio.Lock()
 
     async def acquire(self) -> None:
-        """Wait until one more request may be sent."""
+        """Wait until one more request may be sent (the caller sends it right away)."""
         if not self._primed:
             self._primed = True
             # Fill the bucket: nothing is sent for this, it only takes away the initial burst.
             await self.limiter.acquire(self._slack)
         await self.limiter.acquire()
-        pause = self.throttle.delay()
-        if pause > 0:
-            await anyio.sleep(pause)
+        if self.throttle.rate < self.throttle.ceiling:
+            async with self._pace:
+                pause = self.throttle.delay()
+                if pause > 0:
+                    await anyio.sleep(pause)
+        _SENT_AT.set(self.throttle.on_send())
+
+    def on_throttled(self, retry_after: float | None = None) -> float:
+        """Tell the throttle the API answered 429 to this task's last request.
+
+        Args:
+            retry_after: the answer's ``Retry-After``, seconds, when it had one.
+
+        Returns:
+            Seconds that request must wait before it is sent again (0 without Retry-After).
+        """
+        return self.throttle.on_throttled(sent_at=_SENT_AT.get(), retry_after=retry_after)
 
 
 class Dispatcher(Generic[T]):

@@ -197,6 +197,32 @@ async def test_token_bucket_and_seeded_errors(make_fake: FakeFactory) -> None:
     assert (status, doc["code"]) == (503, "SERVICE_TEMPORARY_UNAVAILABLE")
 
 
+async def _status_retry_after(url: str, body: bytes) -> tuple[int, str | None]:
+    headers = _signed_headers(url, body, action="DescribeInstancesStatus")
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{url}/api/v2/zec", data=body, headers=headers) as resp,
+    ):
+        return resp.status, resp.headers.get("Retry-After")
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        pytest.param({"rate_limit": 1, "burst": 1}, [(200, None), (429, None)], id="off-by-default"),
+        pytest.param({"rate_limit": 1, "burst": 1, "retry_after": True}, [(200, None), (429, "1")], id="one-second"),
+        pytest.param({"rate_limit": 0.25, "burst": 1, "retry_after": True}, [(200, None), (429, "4")], id="rounded-up"),
+    ],
+)
+async def test_retry_after_header_on_429(
+    make_fake: FakeFactory, config: dict[str, Any], expected: list[tuple[int, str | None]]
+) -> None:
+    """With retry_after, a 429 says in whole seconds (rounded up, at least 1) when the bucket refills."""
+    fake = await make_fake(instances("i-1"), **config)
+    body = b'{"instanceIds":["i-1"]}'
+    assert [await _status_retry_after(fake.url, body) for _ in expected] == expected
+
+
 def test_fleet_from_job_list(tmp_path: Path) -> None:
     """Fake-only columns set GPU, busy time and status; MISSING leaves the instance out."""
     path = tmp_path / "fleet.csv"

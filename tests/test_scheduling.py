@@ -1,7 +1,8 @@
-"""Scheduling pieces: back-off, the adaptive throttle, the dispatcher, and the no-burst rate limit."""
+"""Scheduling pieces: back-off, the dispatcher, and the rate meter (no burst, 429s per task)."""
 
 from __future__ import annotations
 
+import contextvars
 import random
 import time
 from pathlib import Path
@@ -10,7 +11,7 @@ import anyio
 import pytest
 
 from batch.runner import Run, RunOptions
-from batch.scheduling import AdaptiveThrottle, Dispatcher, RateMeter, full_jitter
+from batch.scheduling import Dispatcher, RateMeter, full_jitter
 
 from .conftest import CREDS, FakeFactory, instances, write_csv
 
@@ -34,45 +35,38 @@ def test_full_jitter_stays_in_window() -> None:
         assert max(delays) > window * 0.9
 
 
-def test_throttle_decreases_once_per_burst_and_recovers() -> None:
-    """A burst of 429s lowers the rate once; quiet time brings it back to the ceiling."""
+async def _send_in_own_task(meter: RateMeter, clock: Clock, at: float) -> contextvars.Context:
+    """Acquire and send at ``at`` from a task of its own; return that task's context."""
+    got: list[contextvars.Context] = []
+
+    async def sender() -> None:
+        clock.now = at
+        await meter.acquire()
+        got.append(contextvars.copy_context())
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sender)
+    return got[0]
+
+
+@pytest.mark.anyio
+async def test_meter_counts_a_429_against_its_own_tasks_send() -> None:
+    """A 429 is judged by when *its* request was sent: one sent before the last cut does not cut
+    again, one sent after it does, whatever other tasks sent in between."""
     clock = Clock()
-    throttle = AdaptiveThrottle(100.0, clock=clock)
-    assert throttle.delay() == 0.0
-    for _ in range(10):
-        throttle.on_throttled()
-    assert throttle.rate == pytest.approx(85.0)
-    assert throttle.decreases == 1
-    clock.now += 1.5
-    throttle.on_throttled()
-    assert throttle.decreases == 2
-    assert throttle.rate < 85.0
-    for _ in range(30):  # a steady stream of 429s keeps lowering it, once per cool-down
-        clock.now += 0.1
-        throttle.on_throttled()
-    assert throttle.decreases == 5
-    clock.now += 60
-    assert throttle.rate == 100.0
-
-
-def test_throttle_spaces_requests_below_ceiling() -> None:
-    """Below the ceiling, successive slots are 1/rate apart."""
-    clock = Clock()
-    throttle = AdaptiveThrottle(10.0, clock=clock, increase=0.0)
-    throttle.on_throttled()
-    rate = throttle.rate
-    delays = [throttle.delay() for _ in range(3)]
-    assert delays == pytest.approx([0.0, 1 / rate, 2 / rate])
-
-
-def test_throttle_never_below_floor() -> None:
-    """Repeated decreases stop at the floor."""
-    clock = Clock()
-    throttle = AdaptiveThrottle(10.0, floor=2.0, clock=clock, increase=0.0)
-    for _ in range(50):
-        clock.now += 2
-        throttle.on_throttled()
-    assert throttle.rate == 2.0
+    meter = RateMeter(1000, clock=clock)
+    first = await _send_in_own_task(meter, clock, 1000.0)
+    second = await _send_in_own_task(meter, clock, 1000.1)
+    clock.now = 1000.2
+    assert second.run(meter.on_throttled) == 0.0
+    assert meter.throttle.decreases == 1
+    third = await _send_in_own_task(meter, clock, 1000.3)
+    clock.now = 1000.4
+    first.run(meter.on_throttled)  # sent at 1000.0, before the cut at 1000.2
+    assert meter.throttle.decreases == 1
+    clock.now = 1000.5
+    assert third.run(meter.on_throttled, 2.5) == 2.5  # sent after the cut; its Retry-After comes back
+    assert meter.throttle.decreases == 2
 
 
 @pytest.mark.anyio

@@ -1,19 +1,50 @@
-"""Request authentication as the fake checks it: ZC2-HMAC-SHA256 or a bearer token."""
+"""Request authentication as the fake checks it: ZC2-HMAC-SHA256 or a bearer token.
+
+The signature is recomputed here from the API's description (its own code, not the client's):
+the canonical request is the method, the URI ``/``, an empty query, the ``content-type`` and
+``host`` lines (each ending in a newline) exactly as received, the signed-header names and the
+SHA-256 of the raw body; the string to sign is the algorithm, ``X-ZC-Timestamp`` and the
+SHA-256 of the canonical request; the secret keys an HMAC-SHA256 over it.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import re
 from collections.abc import Mapping
 
-from ..signing import ALGORITHM, SIGNED_HEADERS, sign
+from .constants import ALGORITHM, SIGNED_HEADERS
 from .errors import InvalidAuthorization, SignatureExpired, SignatureFailure
 
-__all__ = ["verify_request"]
+__all__ = ["expected_signature", "verify_request"]
 
 _AUTH_RE = re.compile(
     rf"^{ALGORITHM} Credential=(?P<cred>[^,\s]+), SignedHeaders=(?P<signed>[^,\s]+), Signature=(?P<sig>[0-9a-f]{{64}})$"
 )
+
+
+def expected_signature(*, secret: str, content_type: str, host: str, timestamp: str, body: bytes) -> str:
+    """The lowercase hex signature the API expects for a POST with these headers and body.
+
+    Args:
+        secret: the access key's password.
+        content_type: the ``Content-Type`` value exactly as received.
+        host: the ``Host`` value exactly as received (with its port, when one was sent).
+        timestamp: the ``X-ZC-Timestamp`` value exactly as received.
+        body: the raw body bytes.
+    """
+    lines = [
+        "POST",
+        "/",
+        "",
+        f"content-type:{content_type}\nhost:{host}\n",
+        SIGNED_HEADERS,
+        hashlib.sha256(body).hexdigest(),
+    ]
+    canonical = "\n".join(lines)
+    to_sign = f"{ALGORITHM}\n{timestamp}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
+    return hmac.new(secret.encode(), to_sign.encode(), hashlib.sha256).hexdigest()
 
 
 def verify_request(
@@ -27,8 +58,13 @@ def verify_request(
 ) -> str:
     """Check a request's credentials; return the caller's key id (or ``"token"``).
 
-    The signature is recomputed over the raw body and the Content-Type and Host values exactly
-    as received, as the real service does.
+    Args:
+        headers: the request headers (case-insensitive mapping).
+        body: the raw body.
+        keys: accepted access key ids and their secrets.
+        tokens: accepted bearer tokens.
+        now: the server's wall clock, Unix seconds.
+        max_skew: the largest accepted difference between ``X-ZC-Timestamp`` and ``now``.
 
     Raises:
         FakeApiError: ``AUTHFAILURE_*`` with the reason.
@@ -40,7 +76,7 @@ def verify_request(
         raise InvalidAuthorization("bearer token is not valid")
     match = _AUTH_RE.match(auth)
     if match is None:
-        raise InvalidAuthorization("Authorization header is missing or not in ZC2-HMAC-SHA256 form")
+        raise InvalidAuthorization(f"Authorization header is missing or not in {ALGORITHM} form")
     if match["signed"] != SIGNED_HEADERS:
         raise InvalidAuthorization(f"SignedHeaders must be {SIGNED_HEADERS}")
     if headers.get("X-ZC-Signature-Method", ALGORITHM) != ALGORITHM:
@@ -53,15 +89,13 @@ def verify_request(
         raise InvalidAuthorization("X-ZC-Timestamp must be Unix seconds")
     if abs(int(stamp) - now) > max_skew:
         raise SignatureExpired(f"timestamp and server time differ by more than {int(max_skew)} seconds")
-    expected = sign(
-        access_key_id=match["cred"],
+    expected = expected_signature(
         secret=secret,
-        method="POST",
         content_type=headers.get("Content-Type", ""),
         host=headers.get("Host", ""),
-        timestamp=int(stamp),
+        timestamp=stamp,
         body=body,
-    ).signature
+    )
     if not hmac.compare_digest(expected, match["sig"]):
         raise SignatureFailure("signature does not match the request")
     return match["cred"]

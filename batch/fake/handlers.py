@@ -5,16 +5,49 @@ Each handler takes the cloud and the request's JSON object and returns the ``res
 
 from __future__ import annotations
 
+import re
+import string
 from collections.abc import Callable
 from typing import Any
 
-from ..naming import image_name_problem
+from .constants import IMAGE_NAME_MAX, IMAGE_NAME_MIN
 from .errors import InvalidParameter, MissingParameter
 from .state import FakeCloud
 
-__all__ = ["HANDLERS"]
+__all__ = ["HANDLERS", "image_name_error"]
 
 Handler = Callable[[FakeCloud, dict[str, Any]], dict[str, Any]]
+
+_NAME_CHARS = re.compile(r"[A-Za-z0-9._-]+")
+_ALNUM = frozenset(string.ascii_letters + string.digits)
+
+
+def image_name_error(name: str) -> InvalidParameter | None:
+    """The error CreateImage answers for this imageName, or ``None`` when the API accepts it.
+
+    The rule, from the API's documentation: 2-63 characters of ASCII letters, digits, ``-``,
+    ``_`` and ``.``, starting and ending with a letter or digit.
+
+    Args:
+        name: the requested image name.
+    """
+    if len(name) < IMAGE_NAME_MIN:
+        return InvalidParameter(
+            f"imageName must be at least {IMAGE_NAME_MIN} characters", code="INVALID_PARAMETER_LESS_LENGTH"
+        )
+    if len(name) > IMAGE_NAME_MAX:
+        return InvalidParameter(
+            f"imageName must be at most {IMAGE_NAME_MAX} characters", code="INVALID_PARAMETER_EXCEED_LENGTH"
+        )
+    if not _NAME_CHARS.fullmatch(name):
+        return InvalidParameter(
+            "imageName may hold only letters, digits, '-', '_' and '.'", code="INVALID_PARAMETER_PATTERN_ERROR"
+        )
+    if name[0] not in _ALNUM or name[-1] not in _ALNUM:
+        return InvalidParameter(
+            "imageName must start and end with a letter or digit", code="INVALID_PARAMETER_PATTERN_ERROR"
+        )
+    return None
 
 
 def _required_str(params: dict[str, Any], name: str) -> str:
@@ -74,12 +107,9 @@ def _tags(params: dict[str, Any]) -> list[dict[str, str]]:
 def create_image(cloud: FakeCloud, params: dict[str, Any]) -> dict[str, Any]:
     instance_id = _required_str(params, "instanceId")
     name = _required_str(params, "imageName")
-    problem = image_name_problem(name)
+    problem = image_name_error(name)
     if problem is not None:
-        code = "INVALID_PARAMETER_EXCEED_LENGTH" if "characters;" in problem else "INVALID_PARAMETER_PATTERN_ERROR"
-        if len(name) < 2:
-            code = "INVALID_PARAMETER_LESS_LENGTH"
-        raise InvalidParameter(problem, code=code)
+        raise problem
     group = params.get("resourceGroupId")
     if group is not None and not isinstance(group, str):
         raise InvalidParameter("resourceGroupId must be a string", code="INVALID_PARAMETER_TYPE")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import random
 import time
 import uuid
@@ -21,18 +22,13 @@ from typing import Any, Self
 
 from aiohttp import web
 
-from ..client import API_VERSION
 from .auth import verify_request
+from .constants import API_VERSION, DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, DEFAULT_TOKEN, SERVICE
 from .errors import FakeApiError, InvalidParameter, RateLimited, UnauthorizedOperation
 from .handlers import HANDLERS
 from .state import FakeCloud
 
 __all__ = ["DEFAULT_ACCESS_KEY_ID", "DEFAULT_ACCESS_KEY_SECRET", "DEFAULT_TOKEN", "FakeConfig", "FakeZenlayer"]
-
-# Documented, deliberately public credentials of the fake (never valid anywhere else).
-DEFAULT_ACCESS_KEY_ID = "fake-access-key-id"
-DEFAULT_ACCESS_KEY_SECRET = "fake-access-key-secret"  # noqa: S105
-DEFAULT_TOKEN = "fake-bearer-token"  # noqa: S105
 
 #: CreateImage outcomes a script may list per instance.
 SCRIPT_OUTCOMES = frozenset({"ok", "lost", "drop", "500", "503", "504", "garbage", "busy", "429"})
@@ -47,7 +43,10 @@ class FakeConfig:
         access_key_secret: its secret.
         tokens: bearer tokens the fake accepts.
         rate_limit: requests per second across all actions (``None``: unlimited).
-        burst: token-bucket size; defaults to one second's worth of ``rate_limit``.
+        burst: token-bucket size (requests); defaults to one second's worth of ``rate_limit``.
+            The real API's is not documented: a small one punishes bursty clients.
+        retry_after: send a ``Retry-After`` header (whole seconds, at least 1) with every 429:
+            the time until the bucket holds a request again, rounded up.
         latency: seconds added before each answer.
         error_rate: share of requests answered with a 5xx before anything is done.
         lost_response_rate: share of successful CreateImage calls whose answer is dropped
@@ -63,6 +62,7 @@ class FakeConfig:
     tokens: frozenset[str] = field(default=frozenset({DEFAULT_TOKEN}), repr=False)
     rate_limit: float | None = None
     burst: float | None = None
+    retry_after: bool = False
     latency: float = 0.0
     error_rate: float = 0.0
     lost_response_rate: float = 0.0
@@ -85,6 +85,10 @@ class _TokenBucket:
             self.tokens -= 1
             return True
         return False
+
+    def wait(self) -> float:
+        """Seconds until the bucket holds one request again (as of the last :meth:`take`)."""
+        return max(0.0, (1 - self.tokens) / self.rate)
 
 
 class _DropConnectionError(Exception):
@@ -145,7 +149,8 @@ class FakeZenlayer:
         server = site._server
         assert server is not None
         sock_port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-        self.url = f"http://{host}:{sock_port}"
+        shown = f"[{host}]" if ":" in host else host  # an IPv6 address needs brackets in a URL
+        self.url = f"http://{shown}:{sock_port}"
         return self.url
 
     async def stop(self) -> None:
@@ -185,11 +190,19 @@ class FakeZenlayer:
             if err.status == 429:
                 second[1] += 1
             payload = {"requestId": request_id, "code": err.code, "message": err.message}
-            return web.json_response(payload, status=err.status)
+            headers = {}
+            if err.status == 429 and self.config.retry_after:
+                headers["Retry-After"] = str(self._retry_after())
+            return web.json_response(payload, status=err.status, headers=headers)
         if result is None:  # scripted garbage
             return web.Response(body=b"<html>502 Bad Gateway</html>", status=502, content_type="text/html")
         self.codes["OK"] += 1
         return web.json_response({"requestId": request_id, "response": {"requestId": request_id, **result}})
+
+    def _retry_after(self) -> int:
+        """Retry-After for a 429: HTTP allows only whole seconds, so at least 1."""
+        wait = self._bucket.wait() if self._bucket is not None else 0.0
+        return max(1, math.ceil(wait))
 
     def _tick(self) -> list[int]:
         """Count a request in the timeline; return its second's counters."""
@@ -213,7 +226,7 @@ class FakeZenlayer:
             now=self.wall_clock(),
             max_skew=self.config.max_skew,
         )
-        if request.match_info["service"] != "zec" or action not in HANDLERS:
+        if request.match_info["service"] != SERVICE or action not in HANDLERS:
             raise UnauthorizedOperation(f"action {action!r} does not exist in this service")
         if request.headers.get("X-ZC-Version") != API_VERSION:
             raise InvalidParameter(f"X-ZC-Version must be {API_VERSION} for {action}")
