@@ -138,6 +138,12 @@ def _add_run_args(parser: argparse.ArgumentParser) -> None:
     option(
         "--wait-timeout", "wait_timeout", _positive_float, "with --wait: fail a job whose image is not AVAILABLE sooner"
     )
+    option(
+        "--lookup-delay",
+        "lookup_delay",
+        _non_negative_float,
+        "seconds before a lost CreateImage answer is checked by name (an API may list new images late)",
+    )
     parser.add_argument("--endpoint", help=f"API base URL (default: $ZENLAYER_ENDPOINT or {DEFAULT_ENDPOINT})")
     parser.add_argument(
         "--seed", type=int, default=argparse.SUPPRESS, help="seed of the back-off jitter (for reproducible tests)"

@@ -51,6 +51,10 @@ class RunOptions:
     wait: bool = False
     poll_interval: float = 10.0
     wait_timeout: float = 3600.0
+    #: seconds between a CreateImage whose answer was lost and the look-up by name that decides
+    #: whether to send it again: an API may list a new image late, and a look-up sent too soon
+    #: would miss it and make a second image
+    lookup_delay: float = 10.0
 
     def check(self) -> None:
         """Raise :class:`UsageError` for values no run can use."""
@@ -69,6 +73,7 @@ class RunOptions:
             (self.connect_timeout > 0 and self.total_timeout > 0, "timeouts must be positive"),
             (self.poll_interval > 0, "--poll-interval must be positive"),
             (self.wait_timeout > 0, "--wait-timeout must be positive"),
+            (math.isfinite(self.lookup_delay) and self.lookup_delay >= 0, "--lookup-delay must be zero or more"),
         ]
         for ok, message in checks:
             if not ok:

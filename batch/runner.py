@@ -63,6 +63,7 @@ from .summary import (
     EXIT_SIGTERM,
     build_summary,
     exit_code_for,
+    last_seen,
     segment_record,
 )
 from .waiting import ImageWaiter
@@ -149,6 +150,9 @@ class _JobState:
     #: set when the job would end without an image although one may exist: the next step is a
     #: look-up by name, and this is how the job ends if it finds nothing
     confirm: _Ending | None = None
+    #: monotonic time before which no look-up by name is sent (``--lookup-delay`` after a
+    #: CreateImage whose answer was lost: the API may list the new image late)
+    look_after: float = 0.0
 
 
 _CURRENT: contextvars.ContextVar[_JobState | None] = contextvars.ContextVar("imagebatch_job", default=None)
@@ -223,6 +227,7 @@ class Run:
         self._settling: deque[_JobState] = deque()
         #: whether look-ups by name can still be sent (off after a look-up failed fatally)
         self._lookups_off = False
+        self._resume_look_after = 0.0
 
     # ----- set-up ----------------------------------------------------------------------------
 
@@ -253,6 +258,11 @@ class Run:
         self.error_codes.update(prepared.error_codes)
         self._segments = prepared.segments
         self.resumed = prepared.resumed
+        # A job the last process may have sent CreateImage for is looked up no sooner than
+        # --lookup-delay after that process's last sign of life.
+        self._resume_look_after = time.monotonic() + max(
+            0.0, last_seen(self._segments) + self.options.lookup_delay - time.time()
+        )
         return prepared.jobs, prepared.header
 
     # ----- API plumbing ----------------------------------------------------------------------
@@ -341,7 +351,14 @@ class Run:
                 if job.instance_id in self._done_ids:
                     continue
                 sent = job.instance_id in self._intents
-                yield _JobState(job, reconcile=sent, maybe_created=sent, resumed_intent=sent, intent_written=sent)
+                yield _JobState(
+                    job,
+                    reconcile=sent,
+                    maybe_created=sent,
+                    resumed_intent=sent,
+                    intent_written=sent,
+                    look_after=self._resume_look_after if sent else 0.0,
+                )
         except JobListError as exc:
             # The file was validated before the first call; a bad row now means it was changed
             # under the running job: stop starting jobs, finish the ones in flight, exit 3.
@@ -429,6 +446,9 @@ class Run:
                     self.dispatcher.done()
                 return
         if st.reconcile or st.confirm is not None:
+            if time.monotonic() < st.look_after and not self.dispatcher.stopped:
+                self.dispatcher.retry_at(st, st.look_after)  # too soon: a new image may not be listed yet
+                return
             try:
                 found = await self._look_up(st)
             except ApiError as err:
@@ -593,6 +613,7 @@ class Run:
             st.request_ids.append(err.request_id)
         if err.may_have_committed:
             st.reconcile = st.maybe_created = True
+            st.look_after = now + opts.lookup_delay
         if counts_as_failure(err):
             st.failures += 1
         busy_seconds = 0.0
@@ -644,6 +665,7 @@ class Run:
             st.confirm = _Ending(status, error, reason)
             # A short back-off first: an image created a moment ago may not be listed yet.
             delay = full_jitter(0, base=self.options.backoff_base, cap=self.options.backoff_cap, rng=self.rng)
+            delay = max(delay, st.look_after - time.monotonic())
             self.events.log.info(
                 RETRY_SCHEDULED,
                 instanceId=st.job.instance_id,
@@ -693,6 +715,7 @@ class Run:
             self._finish(st, ending.status, error=ending.error, reason=ending.reason)
             return
         why = "the run stopped before a look-up by name could be sent"
+        await anyio.sleep(max(0.0, st.look_after - time.monotonic()))  # a new image may be listed late
         while not self._lookups_off:
             try:
                 found = await self._look_up(st)

@@ -9,8 +9,10 @@ start.
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ from .models import Status
 from .text import rfc3339
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_FATAL", "EXIT_OK", "EXIT_SIGINT", "EXIT_SIGTERM", "build_summary",
-           "exit_code_for", "segment_record"]
+           "exit_code_for", "last_seen", "segment_record"]
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_FATAL = 0, 1, 2, 3
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143
@@ -76,6 +78,19 @@ def segment_record(
         "stoppedBy": stopped_by,
         "exitCode": exit_code,
     }
+
+
+def last_seen(segments: Sequence[Mapping[str, Any]]) -> float:
+    """Unix time of the last checkpoint of the earlier segments (0 when there is none).
+
+    Args:
+        segments: the segments' records, as in the journal.
+    """
+    latest = 0.0
+    for segment in segments:
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            latest = max(latest, datetime.fromisoformat(segment["endedAt"]).timestamp())
+    return latest
 
 
 def build_summary(

@@ -84,6 +84,8 @@ def start_run(job_list: Path, out: Path, url: str, *extra: str) -> subprocess.Po
             "0.05",
             "--backoff-cap",
             "0.5",
+            "--lookup-delay",
+            "0.3",
             *extra,
         ],
         stdout=subprocess.PIPE,

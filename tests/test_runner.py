@@ -16,7 +16,7 @@ from .conftest import CREDS, FakeFactory, instances, write_csv
 
 pytestmark = pytest.mark.anyio
 
-FAST = {"rate": 2000.0, "concurrency": 8, "backoff_base": 0.01, "backoff_cap": 0.05, "seed": 1}
+FAST = {"rate": 2000.0, "concurrency": 8, "backoff_base": 0.01, "backoff_cap": 0.05, "seed": 1, "lookup_delay": 0.05}
 
 
 async def run_jobs(

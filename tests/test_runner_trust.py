@@ -337,3 +337,30 @@ def test_sigkill_keeps_the_attempt_event_of_every_recorded_result(tmp_path: Path
             logged.add(event["requestId"])
     missing = {i: r["requestIds"] for i, r in results.items() if not set(r["requestIds"]) <= logged}
     assert not missing, f"{len(missing)} result(s) without their attempt events"
+
+
+# ----- a new image listed late ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("lookup_delay", "duplicates_expected"), [(1.0, False), (0.0, True)])
+async def test_lost_answers_with_an_api_that_lists_new_images_late(
+    tmp_path: Path, make_fake: FakeFactory, lookup_delay: float, duplicates_expected: bool
+) -> None:
+    """An API that lists a new image only after 0.6 s, while the image is made in 0.05 s: with
+    --lookup-delay past that lag no lost answer becomes a second image (with none, some do: the
+    test can see the fault it guards against)."""
+    ids = [f"i-{n}" for n in range(30)]
+    fake = await make_fake(
+        instances(*ids),
+        cloud_kwargs={"image_ready_seconds": 0.05, "list_lag_seconds": 0.6},
+        lost_response_rate=0.3,
+        seed=3,
+    )
+    outcome, results = await run_jobs(tmp_path, fake, ids, lookup_delay=lookup_delay)
+    seen = fake.inspect()
+    assert seen["lostResponses"] >= 3
+    assert set(results) == set(ids)
+    assert bool(seen["duplicateInstances"]) is duplicates_expected
+    if not duplicates_expected:
+        assert outcome.exit_code == 0
+        assert seen["images"] == 30
