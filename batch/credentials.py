@@ -66,6 +66,11 @@ def _check_value(value: str, where: str) -> None:
             "set it to the value alone"
         )
         raise UsageError(msg)
+    if not value.isascii() or any(unicodedata.category(char) in {"Zl", "Zp", "Cf"} for char in value):
+        # Keys and tokens are ASCII; anything else is a paste accident (a smart quote, a
+        # non-breaking space) and a token could not even go into an HTTP header.
+        msg = f"{where} contains a character that is not plain ASCII; keys and tokens are ASCII"
+        raise UsageError(msg)
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,6 +330,9 @@ def parse_endpoint(endpoint: str) -> yarl.URL:
     Raises:
         UsageError: for anything but https (or http on loopback) with a host and no path.
     """
+    if any(char.isspace() or not char.isprintable() for char in endpoint.strip()):
+        msg = f"endpoint {endpoint!r} has a space or control character in it"
+        raise UsageError(msg)
     try:
         url = yarl.URL(endpoint.strip())
     except (ValueError, TypeError) as exc:

@@ -184,3 +184,21 @@ def test_which_source_is_used_is_said(tmp_path: Path, env: dict[str, str], sourc
         return
     assert resolved.notes == [f"using credentials from {source}; also set but not used: {', '.join(unused)}"]
     assert all(value not in resolved.notes[0] for value in env.values())
+
+
+@pytest.mark.parametrize("value", ["abc\u00e9", "tok\u20acen", "a\u2028b", "a\u00a0b"])
+def test_non_ascii_credentials_are_refused_naming_the_variable(value: str) -> None:
+    """A token with a non-ASCII character is refused at start naming the variable, never the value."""
+    with pytest.raises(UsageError) as caught:
+        resolve_credentials({"ZENLAYER_TOKEN": value}, Path("/nonexistent-home"))
+    assert "ZENLAYER_TOKEN" in str(caught.value)
+    assert value not in str(caught.value)
+
+
+@pytest.mark.parametrize("endpoint", ["https://exa mple.com", "https://example.com\t", "https://ex\x00.com"])
+def test_endpoint_with_a_space_or_control_character_is_refused(endpoint: str) -> None:
+    """An endpoint with a space or control character inside is a usage error, not a host to try."""
+    from batch.credentials import parse_endpoint
+
+    with pytest.raises(UsageError, match="space or control character"):
+        parse_endpoint(endpoint)
