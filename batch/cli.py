@@ -25,6 +25,7 @@ import anyio
 from ._version import __version__
 from .credentials import DEFAULT_ENDPOINT, parse_endpoint, resolve_credentials
 from .errors import ImagebatchError, JobListError, RunDirectoryError, UsageError
+from .header import new_run_id
 from .naming import DEFAULT_NAME_TEMPLATE
 from .options import MIN_RATE, RunOptions
 from .report import ProgressPrinter, render_summary, resume_command
@@ -186,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_job_list_args(validate)
     demo = sub.add_parser("demo", help="run the sample job list against an in-process fake API")
     demo.add_argument(
-        "--out", type=Path, help="run directory, which must not hold a run yet (default: runs/demo-<UTC timestamp>)"
+        "--out", type=_out_dir, help="run directory, which must not hold a run yet (default: runs/demo-<UTC timestamp>)"
     )
     demo.add_argument("--quiet", action="store_true", help="no progress display")
     fake = sub.add_parser("fake-server", help="serve the fake Zenlayer API on loopback")
@@ -200,8 +201,10 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     source = JobSource.from_argument(args.job_list)
     template = getattr(args, "name_template", DEFAULT_NAME_TEMPLATE)
     with _readable_again(source) as path:
-        fmt = detect_format(Path(source.suffix_name), getattr(args, "fmt", None))
-        jobs = JobList(path, fmt=fmt, name_template=template, date=datetime.now(UTC), display=source.label)
+        fmt = detect_format(Path(source.suffix_name), getattr(args, "fmt", None), display=source.label)
+        now = datetime.now(UTC)
+        # A run id of the real shape and length: names made with {run_id} check as the run's will.
+        jobs = JobList(path, fmt=fmt, name_template=template, date=now, run_id=new_run_id(now), display=source.label)
         result = jobs.validate()
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)

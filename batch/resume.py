@@ -96,7 +96,7 @@ def prepare(
 
 def _start(directory: RunDirectory, source: JobSource, options: RunOptions, endpoint: str, now: datetime) -> Prepared:
     options.check()
-    fmt = detect_format(Path(source.suffix_name or source.label), options.fmt)
+    fmt = detect_format(Path(source.suffix_name), options.fmt, display=source.label)
     options = replace(options, fmt=fmt)
     name = snapshot_name(fmt)
     copy = directory.file(name)
@@ -179,7 +179,21 @@ def _check_same_list(directory: RunDirectory, source: JobSource, copy: JobList, 
     try:
         if same_bytes(given, copy.path):
             return
-        current = _job_list(given, header, source.label)
+        # The list given now is read in its own format (a CSV run resumed with a JSON list of the
+        # same jobs is the same list); a name that does not tell it is read as the run's.
+        fmt: str | None
+        try:
+            fmt = detect_format(Path(source.suffix_name), None, display=source.label)
+        except UsageError:
+            fmt = header.fmt
+        current = JobList(
+            given,
+            fmt=fmt,
+            name_template=header.name_template,
+            date=header.date,
+            run_id=header.run_id,
+            display=source.label,
+        )
         current.check()
         differences = list_differences(iter(current), iter(copy))
     finally:

@@ -355,3 +355,42 @@ async def test_resume_talks_to_the_api_the_run_started_with(tmp_path: Path, make
     outcome = await again.execute()
     assert again.endpoint == fake.url
     assert outcome.exit_code == 0
+
+
+def test_validate_checks_names_made_with_run_id_at_their_real_length(tmp_path: Path) -> None:
+    """`validate` fills {run_id} with a run id of the real shape: no false 'too short' problem, and a
+    name that only the real run id makes too long is reported."""
+    short = write_csv(tmp_path / "short.csv", ["i-1"])
+    assert main(["validate", str(short), "--name-template", "x{run_id}"]) == 0
+    long_id = "i" * 40
+    long = write_csv(tmp_path / "long.csv", [long_id])
+    assert main(["validate", str(long), "--name-template", "{instanceId}-{run_id}"]) == 2
+
+
+def test_validate_stdin_without_format_names_stdin(capsys: pytest.CaptureFixture[str]) -> None:
+    """`validate -` without --format names <stdin> in its message, not '.'."""
+    assert _exit_code_of(["validate", "-"]) == 2
+    err = capsys.readouterr().err
+    assert "<stdin>" in err
+    assert ".:" not in err
+
+
+def test_demo_refuses_an_empty_out(capsys: pytest.CaptureFixture[str]) -> None:
+    """`demo --out ''` is refused like `run --out ''`."""
+    assert _exit_code_of(["demo", "--out", ""]) == 2
+    assert "empty --out" in capsys.readouterr().err
+
+
+def test_resume_reads_a_list_given_in_another_format_as_that_format(tmp_path: Path, fake_factory: Any) -> None:
+    """A CSV run resumed with the same jobs as JSON is the same list (no 'unknown column' noise)."""
+    fake = fake_factory("--instances", "3", "--image-ready-seconds", "0")
+    ids = [instance_id(n) for n in range(1, 4)]
+    job_list = write_csv(tmp_path / "jobs.csv", ids)
+    out = tmp_path / "run"
+    start_run(job_list, out, fake.url).communicate(timeout=60)
+    as_json = tmp_path / "jobs.json"
+    as_json.write_text(json.dumps([{"instanceId": i} for i in ids]))
+    proc = start_run(as_json, out, fake.url)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "unknown column" not in err
