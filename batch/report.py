@@ -162,7 +162,7 @@ def _stop_lines(s: Mapping[str, Any], out_dir: str | Path | None, resumable: boo
         where += [f"HTTP {cause['status']}"] if cause.get("status") else []
         where += [f"request id {clip(cause['requestId'], 64)}"] if cause.get("requestId") else []
         detail = f" ({', '.join(where)})" if where else ""
-        lines.append(f"cause:     {code}: {clip(cause.get('message') or '')}{detail}")
+        lines.append(f"cause:     {code}: {clip(cause.get('message') or '', 400)}{detail}")
         todo = advice_for(code) + "; then"
     elif stopped_by.startswith("fatal:"):
         todo = advice_for(stopped_by.removeprefix("fatal:")) + "; then"

@@ -281,7 +281,7 @@ FATAL_502 = _summary(
                 stopCause={"code": "X", "message": "\x1b[31mred\x1b[0m" + "y" * 5000, "requestId": "T\n1"},
             ),
             ["(5012 bytes)", "\\x1b[31m", "request id 'T\\n1'"],
-            ["\x1b", "y" * 200],
+            ["\x1b", "y" * 500],
             id="server-text-is-clipped-and-escaped",
         ),
     ],
