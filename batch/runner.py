@@ -228,6 +228,8 @@ class Run:
         #: whether look-ups by name can still be sent (off after a look-up failed fatally)
         self._lookups_off = False
         self._resume_look_after = 0.0
+        #: this process's exit code, once its work is over (for the journal's last checkpoint)
+        self._final_exit: int | None = None
 
     # ----- set-up ----------------------------------------------------------------------------
 
@@ -830,7 +832,7 @@ class Run:
             codes=self.codes,
             retries=self.retries,
             stopped_by=self.stopped_by,
-            exit_code=exit_code,
+            exit_code=exit_code if exit_code is not None else self._final_exit,
         )
 
     def _summary(self, header: RunHeader, exit_code: int, *, worked: bool = True) -> dict[str, Any]:
@@ -915,6 +917,9 @@ class Run:
                                 pool.start_soon(self._poll_images)
                 if self.fatal is not None and self.stopped_by and self.stopped_by.startswith("fatal"):
                     self._skip_rest(f"run stopped: {self.fatal.code}: {self.fatal.message}")
+                # The last checkpoint says how this process ended, for later segments' summaries.
+                self._final_exit = self._exit_code()
+                self.writer.note()
                 with anyio.CancelScope(shield=True):
                     await self.writer.close()
                 outer.cancel_scope.cancel()

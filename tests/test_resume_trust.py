@@ -394,3 +394,21 @@ def test_resume_reads_a_list_given_in_another_format_as_that_format(tmp_path: Pa
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert "unknown column" not in err
+
+
+def test_a_signalled_segment_keeps_its_exit_code(tmp_path: Path, fake_factory: Any) -> None:
+    """SIGTERM, then a resume to the end: summary.json's first segment says 143, the last 0."""
+    fake = fake_factory("--instances", "200", "--image-ready-seconds", "0", "--latency", "0.02")
+    ids = [instance_id(n) for n in range(1, 201)]
+    job_list = write_csv(tmp_path / "jobs.csv", ids)
+    out = tmp_path / "run"
+    first = start_run(job_list, out, fake.url, "--rate", "50")
+    wait_for_results(out, 20)
+    first.send_signal(signal.SIGTERM)
+    first.communicate(timeout=60)
+    assert first.returncode == 143
+    second = start_run(job_list, out, fake.url, "--rate", "400")
+    second.communicate(timeout=90)
+    assert second.returncode == 0
+    segments = json.loads((out / "summary.json").read_text())["segments"]
+    assert [s["exitCode"] for s in segments] == [143, 0]
