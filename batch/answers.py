@@ -170,6 +170,8 @@ def network_error(exc: Exception, action: str, peer: Peer, *, status: int | None
         return lost(action, f"{peer.address} closed the connection before answering", status)
     if isinstance(exc, aiohttp.ClientPayloadError):
         return lost(action, f"the answer from {peer.address} was cut short", status)
+    if isinstance(exc, aiohttp.ClientResponseError):  # e.g. a garbled status line: not HTTP as we know it
+        return lost(action, f"{peer.address} answered with something that is not a valid HTTP response", status)
     return lost(action, f"connection to {peer.address} lost ({type(exc).__name__}: {clip(str(exc))})", status)
 
 

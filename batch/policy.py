@@ -134,7 +134,7 @@ def after_create_error(
     if isinstance(err, ThrottledError):
         return _RETRY
     if failures >= max_attempts:
-        return Decision(Next.END, Status.FAILED, f"gave up after {failures} failed attempts")
+        return Decision(Next.END, Status.FAILED, f"gave up after {failures} failed attempt{'s' if failures != 1 else ''}")
     return _RETRY
 
 

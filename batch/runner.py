@@ -334,7 +334,7 @@ class Run:
                 if attempt >= LOOKUP_ATTEMPTS:  # a read: its own budget, not --max-attempts
                     raise FatalRunError(
                         err.code,
-                        f"could not list existing images after {attempt} attempts: {err.message}",
+                        f"could not list existing images after {attempt} attempt{'s' if attempt != 1 else ''}: {err.message}",
                         status=err.status,
                         request_id=err.request_id,
                         action=err.action,

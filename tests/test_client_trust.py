@@ -367,3 +367,29 @@ async def test_retry_after_only_on_throttling() -> None:
         with pytest.raises(TransientServerError) as info:
             await client.describe_instances_status(["i-1"])
     assert info.value.retry_after is None
+
+
+async def test_a_garbled_status_line_is_said_in_words() -> None:
+    """A server that does not speak HTTP (a garbled status line) is said in words, not a class name."""
+    import asyncio
+
+    from batch.client import ZecClient
+    from batch.credentials import Credentials
+
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1024)
+        writer.write(b"HTTP/1.1 abc nonsense\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(garbage, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with ZecClient(f"http://127.0.0.1:{port}", Credentials("k", "s")) as client:
+            with pytest.raises(ApiError) as caught:
+                await client.call("DescribeCustomImages", {})
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert "not a valid HTTP response" in str(caught.value)
+    assert "ClientResponseError" not in str(caught.value)
