@@ -56,7 +56,7 @@ class RunHeader:
             "version": self.version,
             "runId": self.run_id,
             "createdAt": rfc3339(self.created_at),
-            "date": self.date.isoformat(),
+            "date": rfc3339(self.date),
             "jobList": self.job_list,
             "snapshot": self.snapshot,
             "format": self.fmt,

@@ -20,7 +20,7 @@ from typing import Any
 
 from .text import clip
 
-__all__ = ["MAX_DEPTH", "JsonJobScanner", "ScanProblem", "deep_message", "too_deep"]
+__all__ = ["MAX_DEPTH", "JsonJobScanner", "ScanProblem", "deep_message", "too_deep", "unique_keys"]
 
 #: deepest nesting accepted in one job (a job with tags as a list of objects is 3)
 MAX_DEPTH = 32
@@ -73,6 +73,21 @@ def deep_message(where: str) -> str:
     return f"{where}: nested deeper than {MAX_DEPTH} levels; a job is an object of strings and tags"
 
 
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are all different (json's default keeps the last silently).
+
+    Raises:
+        ValueError: naming the key that appears twice.
+    """
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            msg = f"the key {clip(key, 40)} appears twice in one object"
+            raise ValueError(msg)
+        obj[key] = value
+    return obj
+
+
 class JsonJobScanner:
     """Walks a JSON job list, yielding ``(line, value, is_defaults)`` for each job and the defaults.
 
@@ -87,7 +102,7 @@ class JsonJobScanner:
     def __init__(self, lines: Iterator[tuple[int, str]], where: Callable[[int | None], str]) -> None:
         self._lines = lines
         self._where = where
-        self._decoder = json.JSONDecoder()
+        self._decoder = json.JSONDecoder(object_pairs_hook=unique_keys)
         self._buf = ""  # always starts at the start of a line
         self._pos = 0
         self._eof = False

@@ -134,7 +134,8 @@ def after_create_error(
     if isinstance(err, ThrottledError):
         return _RETRY
     if failures >= max_attempts:
-        return Decision(Next.END, Status.FAILED, f"gave up after {failures} failed attempt{'s' if failures != 1 else ''}")
+        plural = "s" if failures != 1 else ""
+        return Decision(Next.END, Status.FAILED, f"gave up after {failures} failed attempt{plural}")
     return _RETRY
 
 

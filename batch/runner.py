@@ -331,10 +331,11 @@ class Run:
                 raise
             except ApiError as err:
                 attempt += 1
+                self.retries += 1
                 if attempt >= LOOKUP_ATTEMPTS:  # a read: its own budget, not --max-attempts
                     raise FatalRunError(
                         err.code,
-                        f"could not list existing images after {attempt} attempt{'s' if attempt != 1 else ''}: {err.message}",
+                        f"could not list existing images after {attempt} attempt{'s' * (attempt != 1)}: {err.message}",
                         status=err.status,
                         request_id=err.request_id,
                         action=err.action,

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import JobListError, UsageError
-from .jsonscan import JsonJobScanner, ScanProblem, deep_message, too_deep
+from .jsonscan import JsonJobScanner, ScanProblem, deep_message, too_deep, unique_keys
 from .models import Job
 from .naming import DEFAULT_NAME_TEMPLATE, NameTemplate, image_name_problem
 from .text import clip
@@ -234,13 +234,13 @@ class JobList:
                 continue
             empty = False
             try:
-                obj = json.loads(text)
+                obj = json.loads(text, object_pairs_hook=unique_keys)
             except RecursionError:
                 raise _FileProblem(deep_message(self._where(number))) from None
             except json.JSONDecodeError as exc:
                 msg = f"{self._where(number)}: not valid JSON: {exc.msg} (column {exc.colno})"
                 raise _FileProblem(msg) from exc
-            except ValueError as exc:  # a number over int's 4300-digit limit
+            except ValueError as exc:  # a number over int's 4300-digit limit, a key twice
                 raise _FileProblem(f"{self._where(number)}: not readable: {str(exc).split(';')[0]}") from exc
             if too_deep(text, 0, len(text), obj):
                 raise _FileProblem(deep_message(self._where(number)))

@@ -314,3 +314,22 @@ def test_a_syntax_error_deep_in_the_file_names_its_line_and_column(
         json.loads(text)
     _, problems = validate(path)
     assert problems == [f"{path}:{info.value.lineno}: not valid JSON: {info.value.msg} (column {info.value.colno})"]
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "line"),
+    [
+        pytest.param(
+            "a.json", '[\n{"instanceId": "i-1"},\n{"instanceId": "A", "instanceId": "B"}\n]', 3, id="json-field"
+        ),
+        pytest.param("b.jsonl", '{"instanceId": "i-1"}\n{"instanceId": "i-2", "tags": {"k": "v", "k": "w"}}\n', 2,
+                     id="jsonl-tag"),
+    ],
+)
+def test_a_key_twice_in_one_json_job_is_a_problem(tmp_path: Path, name: str, text: str, line: int) -> None:
+    """JSON would keep the last of two equal keys silently; the job list says which key, where."""
+    path = tmp_path / name
+    path.write_text(text)
+    result = JobList(path).validate()
+    assert not result.ok
+    assert any(f"{name}:{line}:" in p and "appears twice in one object" in p for p in result.problems), result.problems
