@@ -1,8 +1,9 @@
-"""batch.tracking: the pure state and poll-error decisions, and the shared poller over HTTP
-against the fake server on loopback, on a fake clock shared with it."""
+"""batch.tracking: the pure state and poll-error decisions, the shared poller and the batcher,
+the last two over HTTP against the fake server on loopback, on a fake clock shared with it."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -12,6 +13,7 @@ import anyio.lowlevel
 import pytest
 
 from batch import Credentials, ZecClient
+from batch.client import RequestRecord
 from batch.errors import (
     ApiError,
     AuthenticationError,
@@ -24,6 +26,8 @@ from batch.errors import (
 )
 from batch.fake import FakeInstance
 from batch.tracking import (
+    Batcher,
+    BatchResult,
     Kind,
     Outcome,
     PollStep,
@@ -385,3 +389,155 @@ async def test_poll_soon_polls_early_but_not_twice_within_min_gap(make_fake: Fak
         assert clock.sleeps[-1] == 2, "the early poll comes min_gap (3 s) after the last"
         poller.stop()
     assert len(poller) == 1
+
+
+# ----- the batcher ----------------------------------------------------------------------------
+
+
+async def batch_all(batcher: Batcher[Any], count: int) -> list[BatchResult[Any]]:
+    """Run the batcher until ``count`` results came, then stop it."""
+    got: list[BatchResult[Any]] = []
+    enough = anyio.Event()
+
+    def deliver(result: BatchResult[Any]) -> None:
+        got.append(result)
+        if len(got) >= count:
+            enough.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(batcher.run, deliver)
+        await enough.wait()
+        batcher.stop()
+    return got
+
+
+@pytest.mark.anyio
+async def test_batcher_splits_250_ids_and_maps_failures(make_fake: FakeFactory) -> None:
+    """250 ids go in 3 StopInstances calls of at most 100; the ids the API lists as failed are not
+    ok, and every result carries the request id of its own call."""
+    fleet = [FakeInstance(f"i-{n:03d}", status="STOPPED" if n % 7 == 0 else "RUNNING") for n in range(250)]
+    fake = await make_fake(fleet)
+    records: list[RequestRecord] = []
+    sizes: list[int] = []
+    async with ZecClient(fake.url, CREDS, observer=records.append) as client:
+
+        async def stop(ids: list[str]) -> list[str]:
+            sizes.append(len(ids))
+            return await client.stop_instances(ids, force_shutdown=False)
+
+        batcher: Batcher[int] = Batcher(stop)
+        for n, inst in enumerate(fleet):
+            batcher.add(n, inst.instance_id)
+        assert (len(batcher), batcher.pending) == (250, 250)
+        got = await batch_all(batcher, 250)
+    assert sizes == [100, 100, 50]
+    assert fake.calls["StopInstances"] == batcher.calls == 3
+    assert {r.token: r.ok for r in got} == {n: n % 7 != 0 for n in range(250)}
+    assert all(r.error is None for r in got)
+    call_ids = [r.request_id for r in records if r.action == "StopInstances"]
+    by_call = [[r.request_id for r in got if lo <= r.token < hi] for lo, hi in ((0, 100), (100, 200), (200, 250))]
+    assert [set(ids) for ids in by_call] == [{rid} for rid in call_ids]
+    assert len(set(call_ids)) == 3
+    assert len(batcher) == 0
+
+
+@pytest.mark.anyio
+async def test_a_503_reaches_every_id_of_its_batch(make_fake: FakeFactory) -> None:
+    """A whole-call 503 goes to each id of that call (with its request id); the next call is not
+    affected."""
+    fleet = [FakeInstance(f"i-{n:03d}") for n in range(150)]
+    fake = await make_fake(fleet, error_rate=1.0)
+    got: list[BatchResult[int]] = []
+
+    def deliver(result: BatchResult[int]) -> None:
+        fake.config.error_rate = 0.0  # only the first call meets the 503
+        got.append(result)
+        if len(got) == 150:
+            batcher.stop()
+
+    async with ZecClient(fake.url, CREDS) as client:
+        batcher: Batcher[int] = Batcher(lambda ids: client.start_instances(ids))
+        for n, inst in enumerate(fleet):
+            batcher.add(n, inst.instance_id)
+        await batcher.run(deliver)
+    first, second = got[:100], got[100:]
+    assert {r.token for r in first} == set(range(100))
+    assert all(not r.ok and isinstance(r.error, TransientServerError) for r in first)
+    assert {r.error.code for r in first if r.error} == {"SERVICE_TEMPORARY_UNAVAILABLE"}
+    assert len({r.request_id for r in first}) == 1
+    assert all(r.request_id and r.error and r.request_id == r.error.request_id for r in first)
+    assert all(r.ok and r.error is None for r in second)
+    assert fake.calls["StartInstances"] == 2
+
+
+@pytest.mark.anyio
+async def test_batcher_lingers_then_sends_a_small_batch_once_per_id(make_fake: FakeFactory) -> None:
+    """A lone batch is sent after the linger without waiting to fill; an id added twice goes once
+    and both adds get a result."""
+    fake = await make_fake([FakeInstance("i-0"), FakeInstance("i-1")])
+    sent: list[list[str]] = []
+    async with ZecClient(fake.url, CREDS) as client:
+
+        async def start(ids: list[str]) -> list[str]:
+            sent.append(ids)
+            return await client.start_instances(ids)
+
+        batcher: Batcher[str] = Batcher(start, linger=0.01)
+        batcher.add("a", "i-0")
+        batcher.add("b", "i-1")
+        batcher.add("c", "i-0")
+        got = await batch_all(batcher, 3)
+    assert sent == [["i-0", "i-1"]]
+    assert sorted((r.token, r.item_id, r.ok) for r in got) == [
+        ("a", "i-0", True),
+        ("b", "i-1", True),
+        ("c", "i-0", True),
+    ]
+
+
+@pytest.mark.anyio
+async def test_batcher_caps_calls_in_flight(make_fake: FakeFactory) -> None:
+    """With max_in_flight=2, two calls are out at once and never three."""
+    fleet = [FakeInstance(f"i-{n:03d}", status="RUNNING") for n in range(500)]
+    fake = await make_fake(fleet, latency=0.02)
+    out, peak = 0, 0
+    async with ZecClient(fake.url, CREDS) as client:
+
+        async def stop(ids: list[str]) -> list[str]:
+            nonlocal out, peak
+            out += 1
+            peak = max(peak, out)
+            try:
+                return await client.stop_instances(ids)
+            finally:
+                out -= 1
+
+        batcher: Batcher[int] = Batcher(stop, max_in_flight=2)
+        for n, inst in enumerate(fleet):
+            batcher.add(n, inst.instance_id)
+        got = await batch_all(batcher, 500)
+    assert all(r.ok for r in got)
+    assert (batcher.calls, peak) == (5, 2)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("close", "calls", "left"),
+    [pytest.param(True, 1, 0, id="close-sends-pending"), pytest.param(False, 0, 3, id="stop-leaves-pending")],
+)
+async def test_batcher_close_and_stop(make_fake: FakeFactory, close: bool, calls: int, left: int) -> None:
+    """close() sends what is pending without lingering, then returns; stop() returns and leaves it
+    for drain()."""
+    fake = await make_fake([FakeInstance(f"i-{n}") for n in range(3)])
+    got: list[BatchResult[int]] = []
+    async with ZecClient(fake.url, CREDS) as client:
+        batcher: Batcher[int] = Batcher(lambda ids: client.start_instances(ids), linger=math.inf)
+        for n in range(3):
+            batcher.add(n, f"i-{n}")
+        if close:
+            batcher.close()
+        else:
+            batcher.stop()
+        await batcher.run(got.append)
+    assert (fake.calls["StartInstances"], len(got), batcher.pending) == (calls, 3 - left, left)
+    assert len(batcher.drain()) == left
