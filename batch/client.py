@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -27,13 +28,18 @@ from .credentials import Credentials, parse_endpoint
 from .errors import AmbiguousError, ApiError
 from .signing import ALGORITHM, sign
 
-__all__ = ["API_VERSION", "ApiResponse", "CreatedImage", "RequestRecord", "ZecClient"]
+__all__ = ["API_VERSION", "LAST_REQUEST_ID", "ApiResponse", "CreatedImage", "RequestRecord", "ZecClient"]
 
 API_VERSION = "2025-09-01"
 SERVICE = "zec"
 CONTENT_TYPE = "application/json"
 MAX_IDS_PER_CALL = 100
 MAX_PAGE_SIZE = 1000
+
+#: The ``requestId`` of the last request the current task sent (``None``: its answer had none).
+#: Each task sees its own value, so a batched call (``stop_instances`` of up to 100 ids) can tell
+#: its request id to every id it carried without the methods returning it.
+LAST_REQUEST_ID: ContextVar[str | None] = ContextVar("imagebatch_last_request_id", default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +218,7 @@ class ZecClient:
     def _observe(
         self, action: str, status: int | None, code: str | None, request_id: str | None, started: float
     ) -> None:
+        LAST_REQUEST_ID.set(request_id)
         if self._observer is not None:
             self._observer(RequestRecord(action, status, code, request_id, time.monotonic() - started))
 

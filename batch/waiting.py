@@ -3,6 +3,10 @@
 CreateImage only starts an image; it is CREATING for minutes. With ``--wait`` a job ends when
 its image does. One poll asks DescribeCustomImages for up to 100 awaited images at a time, every
 ``--poll-interval`` seconds, for all jobs together: polling costs calls per interval, not per job.
+
+:class:`batch.tracking.StatePoller` generalises this (instances too, its own loop, one timer);
+this class stays until the runner uses that one, and judges states by the same rules
+(:func:`batch.tracking.judge`).
 """
 
 from __future__ import annotations
@@ -13,14 +17,11 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from .client import ZecClient
+from .tracking import FAILED_IMAGE_STATES, MISSING_POLLS, REACHED_IMAGE_STATES, Kind, Outcome, judge
 
 __all__ = ["FAILED_IMAGE_STATES", "ImageWaiter", "Resolution"]
 
 T = TypeVar("T")
-FAILED_IMAGE_STATES = frozenset({"FAILED", "UNAVAILABLE"})
-DONE_IMAGE_STATES = frozenset({"AVAILABLE"})
-#: polls an image may be missing from the listing (just created: not listed yet) before it counts as gone
-MISSING_POLLS = 3
 
 
 @dataclass(slots=True)
@@ -83,20 +84,21 @@ class ImageWaiter(Generic[T]):
         for image_id in ids:
             entry = self._awaited[image_id]
             status = seen.get(image_id)
-            outcome = None
             if status is None:
                 entry.missing += 1
-                if entry.missing >= MISSING_POLLS:
-                    outcome = "missing"
             else:
                 entry.status, entry.missing = status, 0
-                if status in DONE_IMAGE_STATES:
-                    outcome = "available"
-                elif status in FAILED_IMAGE_STATES:
-                    outcome = "failed"
-            if outcome is None and now >= entry.deadline:
-                outcome = "timeout"
+            outcome = judge(
+                Kind.IMAGE,
+                status,
+                REACHED_IMAGE_STATES,
+                misses=entry.missing,
+                missing_polls=MISSING_POLLS,
+                now=now,
+                deadline=entry.deadline,
+            )
             if outcome is not None:
                 del self._awaited[image_id]
-                ended.append(Resolution(entry.item, image_id, outcome, entry.status, entry.note))
+                said = "available" if outcome is Outcome.REACHED else str(outcome)
+                ended.append(Resolution(entry.item, image_id, said, entry.status, entry.note))
         return ended
