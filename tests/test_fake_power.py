@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -9,6 +11,8 @@ import pytest
 from batch.client import ZecClient
 from batch.errors import AmbiguousError, ApiError
 from batch.fake import FakeCloud, FakeConfig, FakeInstance, FakeZenlayer
+from batch.fake.cli import add_arguments, build_fake
+from batch.fake.fleet import fleet_from_count, fleet_from_job_list, instance_id
 from batch.fake.handlers import HANDLERS
 from batch.fake.power import power_refusal
 from batch.fake.scripts import ACTIONS, ScriptBook
@@ -192,6 +196,24 @@ async def test_hanging_graceful_stop_ends_only_with_a_forced_stop(
         assert await _states(client, "i-1") == ["STOPPED"]
     seen = fake.inspect()
     assert (seen["gracefulStops"], seen["forcedStops"]) == (2, 1)
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="fake-server")
+    add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_hang_fraction_is_seeded_per_instance() -> None:
+    """--hang-fraction marks a seeded share of instances as hanging: the same ones for the same seed."""
+    first = build_fake(_args("--instances", "1000", "--hang-fraction", "0.3", "--seed", "4")).cloud.instances
+    again = build_fake(_args("--instances", "1000", "--hang-fraction", "0.3", "--seed", "4")).cloud.instances
+    other = build_fake(_args("--instances", "1000", "--hang-fraction", "0.3", "--seed", "5")).cloud.instances
+    hanging = {i for i, inst in first.items() if inst.hangs}
+    assert 200 < len(hanging) < 400
+    assert hanging == {i for i, inst in again.items() if inst.hangs}
+    assert hanging != {i for i, inst in other.items() if inst.hangs}
+    assert not any(inst.hangs for inst in build_fake(_args("--instances", "100")).cloud.instances.values())
 
 
 # ----- batch errors -----------------------------------------------------------------------------
@@ -512,3 +534,105 @@ async def test_describe_instances_status_empty_is_a_page_of_all(make_fake: FakeF
         {"instanceId": "i-1", "instanceStatus": "RUNNING"},
         {"instanceId": "i-2", "instanceStatus": "STOPPED"},
     ]
+
+
+# ----- fleet and flags --------------------------------------------------------------------------
+
+
+def test_running_fraction_keeps_the_other_draws() -> None:
+    """--running-fraction makes a seeded share RUNNING and leaves which instances are busy or GPU unchanged."""
+    plain = fleet_from_count(500, busy_fraction=0.3, busy_max_seconds=5, gpu_fraction=0.1, seed=2)
+    mixed = fleet_from_count(500, busy_fraction=0.3, busy_max_seconds=5, gpu_fraction=0.1, running_fraction=0.5, seed=2)
+    assert [(i.busy_until, i.gpu) for i in plain] == [(i.busy_until, i.gpu) for i in mixed]
+    running = sum(i.status == "RUNNING" for i in mixed)
+    assert 200 < running < 300
+    assert {i.status for i in plain} == {"STOPPED"}
+
+
+def test_fleet_reads_recycle_and_hangs(tmp_path: Path) -> None:
+    """A job list's fakeStatus RECYCLE and fakeHangs columns reach the fleet."""
+    path = tmp_path / "fleet.csv"
+    path.write_text("instanceId,fakeStatus,fakeHangs\n1,RECYCLE,\n2,running,yes\n3,,\n")
+    fleet = {i.instance_id: i for i in fleet_from_job_list(path)}
+    assert [(fleet[i].status, fleet[i].hangs) for i in "123"] == [
+        ("RECYCLE", False),
+        ("RUNNING", True),
+        ("STOPPED", False),
+    ]
+
+
+def test_power_flags_reach_the_fake() -> None:
+    """The power flags set the cloud's times, batch-error mode and scripts; --transition-seconds is the default time."""
+    fake = build_fake(
+        _args(
+            "--instances", "3", "--running-fraction", "1", "--stop-seconds", "2", "--boot-seconds", "3",
+            "--batch-errors", "whole", "--script", f"StopInstances:{instance_id(2)}:fail,ok",
+            "--script", f"StopInstances:{instance_id(2)}:hang", "--script", "DescribeInstancesStatus:*:503",
+        )
+    )  # fmt: skip
+    cloud = fake.cloud
+    assert (cloud.stop_seconds, cloud.force_stop_seconds, cloud.boot_seconds) == (2, 0.2, 3)
+    assert cloud.batch_errors == "whole"
+    assert {i.status for i in cloud.instances.values()} == {"RUNNING"}
+    steps = [fake._scripts.take("StopInstances", {"instanceIds": [instance_id(2)]}) for _ in range(3)]
+    assert [(t.call, sorted(t.failing), sorted(t.hanging)) for t in steps] == [
+        ("ok", [instance_id(2)], []),
+        ("ok", [], []),
+        ("ok", [], [instance_id(2)]),
+    ]
+    assert fake._scripts.take("DescribeInstancesStatus", {}).call == "503"
+    short = build_fake(_args("--transition-seconds", "0.5", "--force-stop-seconds", "0.1")).cloud
+    assert (short.stop_seconds, short.force_stop_seconds, short.boot_seconds, short.transition_seconds) == (
+        0.5,
+        0.1,
+        0.5,
+        0.5,
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        pytest.param(["--stop-seconds", "-1"], "argument --stop-seconds: '-1' must be zero or more", id="stop"),
+        pytest.param(["--force-stop-seconds", "nan"], "argument --force-stop-seconds: 'nan' is not a finite", id="f"),
+        pytest.param(["--boot-seconds", "soon"], "argument --boot-seconds: 'soon' is not a number", id="boot"),
+        pytest.param(["--hang-fraction", "1.5"], "argument --hang-fraction: '1.5' must be between 0 and 1", id="hang"),
+        pytest.param(["--running-fraction", "-0.1"], "argument --running-fraction: '-0.1' must be zero", id="running"),
+        pytest.param(["--batch-errors", "some"], "argument --batch-errors: invalid choice: 'some'", id="batch-errors"),
+        pytest.param(["--script", "StopInstances"], "argument --script: 'StopInstances' is not ACTION:ID:", id="form"),
+        pytest.param(["--script", "Reboot:i-1:ok"], "argument --script: script for 'Reboot': not an action", id="act"),
+        pytest.param(["--script", "StopInstances:i-1:sulk"], "unknown outcome 'sulk'", id="outcome"),
+        pytest.param(["--script", "StartInstances:i-1:hang"], "outcome 'hang' is only for StopInstances", id="hang-on"),
+        pytest.param(["--script", "CreateImage:i-1:ok,fail"], "outcome 'fail' is only for DeleteImages", id="fail-on"),
+    ],
+)
+def test_bad_power_flags_exit_2(argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each bad power or script flag is an argparse error naming the flag: exit 2, no traceback."""
+    from batch.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["fake-server", *argv])
+    assert info.value.code == 2
+    captured = capsys.readouterr()
+    assert needle in captured.err
+    assert "Traceback" not in captured.err
+    assert captured.out == ""
+
+
+async def test_built_fake_serves_the_cycle_with_whole_batch_errors() -> None:
+    """A fake built from flags (--running-fraction 1, --batch-errors whole, a scripted fail) serves Stop and Start."""
+    fake = build_fake(
+        _args("--instances", "3", "--running-fraction", "1", "--batch-errors", "whole",
+              "--force-stop-seconds", "0", "--boot-seconds", "0", "--script", f"StopInstances:{instance_id(3)}:fail")
+    )  # fmt: skip
+    ids = [instance_id(n) for n in (1, 2, 3)]
+    async with fake, ZecClient(fake.url, CREDS) as client:
+        assert await client.stop_instances(ids, force_shutdown=True) == [ids[2]]
+        assert await _states(client, *ids) == ["STOPPED", "STOPPED", "RUNNING"]
+        with pytest.raises(ApiError) as info:
+            await client.start_instances(ids)
+        assert info.value.code == "OPERATION_DENIED_INSTANCE_NOT_STOPPED"
+        assert await client.start_instances(ids[:2]) == []
+        assert await _states(client, *ids) == ["RUNNING", "RUNNING", "RUNNING"]
+    seen = fake.inspect()
+    assert (seen["peakStopped"], seen["stoppedNow"], seen["notRunningAnymore"]) == (2, 0, [])
