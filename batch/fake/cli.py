@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 import anyio
 
 from .constants import DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, DEFAULT_TOKEN
+from .power import BATCH_ERROR_MODES
+from .scripts import ScriptError, parse_script_flag
 
 if TYPE_CHECKING:
     from .server import FakeZenlayer
@@ -66,6 +68,13 @@ def _non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be zero or more")
     return value
+
+
+def _script(text: str) -> tuple[str, str, list[str]]:
+    try:
+        return parse_script_flag(text)
+    except ScriptError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _port(text: str) -> int:
@@ -137,6 +146,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--gpu-fraction", type=_fraction, default=0.0, help="with --instances: share that are GPU instances"
     )
+    parser.add_argument(
+        "--running-fraction", type=_fraction, default=0.0, help="with --instances: share RUNNING at the start"
+    )
     parser.add_argument("--rate-limit", type=_positive_float, help="requests per second before 429 (default: none)")
     parser.add_argument(
         "--burst",
@@ -159,7 +171,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--image-fail-fraction", type=_fraction, default=0.0, help="share of instances whose images end FAILED"
     )
     parser.add_argument(
-        "--transition-seconds", type=_non_negative_float, default=1.0, help="time spent STOPPING or BOOTING"
+        "--transition-seconds",
+        type=_non_negative_float,
+        help="time an image spends DELETING, and the default of the three power times below (default: 1.0)",
+    )
+    parser.add_argument(
+        "--stop-seconds", type=_non_negative_float, help="time a graceful stop spends STOPPING (default: 1.0)"
+    )
+    parser.add_argument(
+        "--force-stop-seconds", type=_non_negative_float, help="time a forced stop spends STOPPING (default: 0.2)"
+    )
+    parser.add_argument("--boot-seconds", type=_non_negative_float, help="time a start spends BOOTING (default: 1.0)")
+    parser.add_argument(
+        "--hang-fraction",
+        type=_fraction,
+        default=0.0,
+        help="share of instances (seeded) whose graceful stops hang in STOPPING until a forced stop",
+    )
+    parser.add_argument(
+        "--batch-errors",
+        choices=BATCH_ERROR_MODES,
+        default="listed",
+        help="a Start/Stop id that cannot be started/stopped: listed as failed (a lone id answers its error) "
+        "or fails the whole call (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--script",
+        type=_script,
+        action="append",
+        default=[],
+        metavar="ACTION:ID:OUTCOME,...",
+        help="scripted outcomes of the next ACTION calls naming ID (* for every call), e.g. "
+        "StartInstances:i-3:fail,fail,ok or StopInstances:i-4:hang; outcomes: ok lost drop 500 503 504 "
+        "garbage busy 429, fail (Start/Stop/DeleteImages), hang (Stop); repeatable",
     )
     parser.add_argument(
         "--max-skew", type=_non_negative_float, default=300.0, help="accepted clock skew of signatures, seconds"
@@ -200,16 +244,27 @@ def build_fake(args: argparse.Namespace) -> FakeZenlayer:
             busy_fraction=args.busy_fraction,
             busy_max_seconds=args.busy_max_seconds,
             gpu_fraction=args.gpu_fraction,
+            running_fraction=args.running_fraction,
             seed=args.seed,
         )
     dice = random.Random(args.seed)  # noqa: S311 - fixture dice
     failing = {i.instance_id for i in instances if i.image_fails or dice.random() < args.image_fail_fraction}
+    hang_dice = random.Random(f"{args.seed}:hang")  # noqa: S311 - fixture dice; its own, so image failures stay
+    for inst in instances:
+        inst.hangs = hang_dice.random() < args.hang_fraction or inst.hangs
+    scripts: dict[str, dict[str, list[str]]] = {}
+    for action, ident, outcomes in args.script:
+        scripts.setdefault(action, {}).setdefault(ident, []).extend(outcomes)
     cloud = FakeCloud(
         instances,
         image_ready_seconds=args.image_ready_seconds,
         image_quota=args.quota,
         failed_images=failing,
         transition_seconds=args.transition_seconds,
+        stop_seconds=args.stop_seconds,
+        force_stop_seconds=args.force_stop_seconds,
+        boot_seconds=args.boot_seconds,
+        batch_errors=args.batch_errors,
         list_lag_seconds=args.list_lag_seconds,
     )
     config = FakeConfig(
@@ -224,6 +279,7 @@ def build_fake(args: argparse.Namespace) -> FakeZenlayer:
         lost_response_rate=args.lost_response_rate,
         seed=args.seed,
         max_skew=args.max_skew,
+        scripts=scripts,
     )
     return FakeZenlayer(cloud, config)
 

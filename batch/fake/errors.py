@@ -10,11 +10,15 @@ __all__ = [
     "ImageQuotaExceeded",
     "InstanceInOperation",
     "InstanceNotFound",
+    "InstanceNotRunning",
+    "InstanceNotStopped",
+    "InstanceRecycled",
     "InstanceStatusNotSupported",
     "InvalidAuthorization",
     "InvalidParameter",
     "MissingParameter",
     "RateLimited",
+    "RecycledResource",
     "SignatureExpired",
     "SignatureFailure",
     "UnauthorizedOperation",
@@ -96,3 +100,31 @@ class InstanceStatusNotSupported(FakeApiError):
 class ImageQuotaExceeded(FakeApiError):
     code = "INVALID_IMAGE_QUOTA_EXCEED"
     status = 400
+
+
+class InstanceRecycled(FakeApiError):
+    """Start/Stop of an instance in the recycle bin."""
+
+    code = "OPERATION_DENIED_INSTANCE_RECYCLED"
+    status = 403
+
+
+class InstanceNotRunning(FakeApiError):
+    """StopInstances of an instance that is not RUNNING (nor STOPPING, for a forced stop)."""
+
+    code = "OPERATION_DENIED_INSTANCE_NOT_RUNNING"
+    status = 403
+
+
+class InstanceNotStopped(FakeApiError):
+    """StartInstances of an instance that is not STOPPED."""
+
+    code = "OPERATION_DENIED_INSTANCE_NOT_STOPPED"
+    status = 403
+
+
+class RecycledResource(FakeApiError):
+    """CreateImage of an instance in the recycle bin (403 is the fact sheet's placeholder status)."""
+
+    code = "OPERATION_FAILED_FOR_RECYCLE_RESOURCE"
+    status = 403

@@ -22,7 +22,18 @@ _TRUE = {"1", "true", "yes", "y"}
 _FALSE = {"", "0", "false", "no", "n"}
 #: ``fakeStatus`` values: the instance states the fake knows, and MISSING (left out of the fleet).
 _STATUSES = frozenset(
-    {"STOPPED", "RUNNING", "STOPPING", "BOOTING", "IMAGING", "REBUILDING", "RESIZING", "DEPLOYING", "MISSING"}
+    {
+        "STOPPED",
+        "RUNNING",
+        "STOPPING",
+        "BOOTING",
+        "IMAGING",
+        "REBUILDING",
+        "RESIZING",
+        "DEPLOYING",
+        "RECYCLE",
+        "MISSING",
+    }
 )
 _JSON = json.JSONDecoder()
 
@@ -33,8 +44,9 @@ class FleetError(ValueError):
 
 def fleet_from_job_list(path: Path) -> list[FakeInstance]:
     """Instances named by a job list: STOPPED, non-GPU and idle unless its fake-only columns say
-    otherwise (``fakeGpu``, ``fakeBusySeconds``, ``fakeStatus``, ``fakeImageFails``;
-    ``fakeStatus=MISSING`` leaves the instance out, so CreateImage answers not-found).
+    otherwise (``fakeGpu``, ``fakeBusySeconds``, ``fakeStatus``, ``fakeImageFails``,
+    ``fakeHangs``; ``fakeStatus=MISSING`` leaves the instance out, so CreateImage answers
+    not-found; ``RECYCLE`` puts it in the recycle bin).
 
     Args:
         path: a CSV (header row), JSON (an array of jobs, or ``{"jobs": [...]}``) or JSON Lines
@@ -74,6 +86,7 @@ def fleet_from_job_list(path: Path) -> list[FakeInstance]:
                 gpu=_flag(row, "fakeGpu", where),
                 busy_until=busy,
                 image_fails=_flag(row, "fakeImageFails", where),
+                hangs=_flag(row, "fakeHangs", where),
             )
         )
     return fleet
@@ -196,10 +209,16 @@ def _line(text: str, pos: int) -> int:
 
 
 def fleet_from_count(
-    count: int, *, busy_fraction: float = 0.0, busy_max_seconds: float = 0.0, gpu_fraction: float = 0.0, seed: int = 0
+    count: int,
+    *,
+    busy_fraction: float = 0.0,
+    busy_max_seconds: float = 0.0,
+    gpu_fraction: float = 0.0,
+    running_fraction: float = 0.0,
+    seed: int = 0,
 ) -> list[FakeInstance]:
     """``count`` STOPPED instances with ids ``1000000000000000001``...; a seeded share of them
-    busy for a random time up to ``busy_max_seconds``, or GPU.
+    busy for a random time up to ``busy_max_seconds``, GPU, or RUNNING.
 
     ``imagebatch fake-server --write-jobs`` writes them as a job list; the benchmarks use the same ids.
 
@@ -208,14 +227,19 @@ def fleet_from_count(
         busy_fraction: share of instances busy at the start.
         busy_max_seconds: a busy instance is busy for up to this long.
         gpu_fraction: share of GPU instances.
+        running_fraction: share of instances RUNNING at the start.
         seed: seed of the dice.
     """
     rng = random.Random(seed)  # noqa: S311 - test fixture dice
+    # Its own dice, so that a share of RUNNING instances leaves the busy and GPU draws of a seed
+    # (which the benchmarks count on) as they were.
+    power_rng = random.Random(f"{seed}:running")  # noqa: S311 - test fixture dice
     fleet = []
     for n in range(1, count + 1):
         busy = rng.uniform(0, busy_max_seconds) if rng.random() < busy_fraction else 0.0
         gpu = rng.random() < gpu_fraction
-        fleet.append(FakeInstance(instance_id(n), gpu=gpu, busy_until=busy))
+        status = "RUNNING" if power_rng.random() < running_fraction else "STOPPED"
+        fleet.append(FakeInstance(instance_id(n), status=status, gpu=gpu, busy_until=busy))
     return fleet
 
 

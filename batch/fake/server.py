@@ -2,8 +2,10 @@
 
 It checks signatures, keeps state (:mod:`.state`), rate-limits with a token bucket, adds
 latency, and injects seeded faults: 5xx answers, and *lost responses*, where CreateImage
-commits the image and then drops the connection without answering. ``GET /_fake/inspect``
-shows (read-only) what happened, so tests can prove there is no duplicate image.
+commits the image and then drops the connection without answering; and scripted faults for any
+action, per instance or image id (:mod:`.scripts`). ``GET /_fake/inspect`` shows (read-only)
+what happened, so tests can prove there is no duplicate image and every stopped instance runs
+again.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ import math
 import random
 import time
 import uuid
-from collections import Counter, deque
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
@@ -26,12 +28,13 @@ from .auth import verify_request
 from .constants import API_VERSION, DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, DEFAULT_TOKEN, SERVICE
 from .errors import FakeApiError, InvalidParameter, RateLimited, UnauthorizedOperation
 from .handlers import HANDLERS
+from .scripts import ScriptBook
 from .state import FakeCloud
 
 __all__ = ["DEFAULT_ACCESS_KEY_ID", "DEFAULT_ACCESS_KEY_SECRET", "DEFAULT_TOKEN", "FakeConfig", "FakeZenlayer"]
 
-#: CreateImage outcomes a script may list per instance.
-SCRIPT_OUTCOMES = frozenset({"ok", "lost", "drop", "500", "503", "504", "garbage", "busy", "429"})
+#: The whole-call errors scripted 5xx outcomes answer with.
+_SCRIPTED_5XX = {"500": "INTERNAL_SERVER_ERROR", "503": "SERVICE_TEMPORARY_UNAVAILABLE", "504": "REQUEST_TIMED_OUT"}
 
 
 @dataclass
@@ -53,8 +56,10 @@ class FakeConfig:
             after the image was committed.
         seed: seed of the fault dice.
         max_skew: allowed difference between X-ZC-Timestamp and the server clock, seconds.
-        scripts: per instance id, the outcomes of its next CreateImage calls, in order
-            (``ok``, ``lost``, ``drop``, ``500``, ``503``, ``504``, ``garbage``, ``busy``, ``429``).
+        scripts: per action and id, the outcomes of the next calls that name the id, in order:
+            ``{"StartInstances": {"i-3": ["fail", "fail", "ok"]}}``; the id ``*`` matches every
+            call of the action. An id mapped straight to a list scripts CreateImage:
+            ``{"i-1": ["lost", "ok"]}``. Outcomes: see :mod:`batch.fake.scripts`.
     """
 
     access_key_id: str = DEFAULT_ACCESS_KEY_ID
@@ -68,7 +73,7 @@ class FakeConfig:
     lost_response_rate: float = 0.0
     seed: int = 0
     max_skew: float = 300.0
-    scripts: dict[str, list[str]] = field(default_factory=dict)
+    scripts: Mapping[str, Sequence[str] | Mapping[str, Sequence[str]]] = field(default_factory=dict)
 
 
 class _TokenBucket:
@@ -121,11 +126,7 @@ class FakeZenlayer:
         self.timeline: list[list[int]] = []
         self._first_request: float | None = None
         self._random = random.Random(self.config.seed)  # noqa: S311 - fault dice, not crypto
-        self._scripts = {k: deque(v) for k, v in self.config.scripts.items()}
-        unknown = {o for v in self.config.scripts.values() for o in v} - SCRIPT_OUTCOMES
-        if unknown:
-            msg = f"unknown script outcome(s) {sorted(unknown)}; known: {sorted(SCRIPT_OUTCOMES)}"
-            raise ValueError(msg)
+        self._scripts = ScriptBook(self.config.scripts)  # a bad script raises ScriptError (a ValueError)
         rate = self.config.rate_limit
         self._bucket = _TokenBucket(rate, self.config.burst or max(1.0, rate), self.cloud.clock) if rate else None
         self._runner: web.AppRunner | None = None
@@ -241,28 +242,32 @@ class FakeZenlayer:
         self.cloud.advance()
         if action == "CreateImage":
             return self._create_image(params)
-        return HANDLERS[action](self.cloud, params)
+        return self._scripted(action, params)
 
     def _create_image(self, params: dict[str, Any]) -> dict[str, Any] | None:
-        instance_id = params.get("instanceId")
-        script = self._scripts.get(instance_id) if isinstance(instance_id, str) else None
-        outcome = script.popleft() if script else "ok"
-        if outcome in {"500", "503", "504"}:
-            code = {"500": "INTERNAL_SERVER_ERROR", "503": "SERVICE_TEMPORARY_UNAVAILABLE", "504": "REQUEST_TIMED_OUT"}
+        return self._scripted("CreateImage", params)
+
+    def _scripted(self, action: str, params: dict[str, Any]) -> dict[str, Any] | None:
+        """Run the action as its scripts say; ``None`` for a scripted garbage answer."""
+        taken = self._scripts.take(action, params)
+        outcome = taken.call
+        if outcome in _SCRIPTED_5XX:
             if outcome == "504":  # a server-side time-out after the work was done
-                HANDLERS["CreateImage"](self.cloud, params)
-            raise FakeApiError("scripted server error", code=code[outcome], status=int(outcome))
+                HANDLERS[action](self.cloud, params, taken)
+            raise FakeApiError("scripted server error", code=_SCRIPTED_5XX[outcome], status=int(outcome))
         if outcome == "busy":
             raise FakeApiError("scripted busy", code="OPERATION_DENIED_INSTANCE_IN_OPERATION", status=400)
         if outcome == "429":
             raise RateLimited("scripted rate limit")
         if outcome == "drop":
             raise _DropConnectionError
-        result = HANDLERS["CreateImage"](self.cloud, params)
+        result = HANDLERS[action](self.cloud, params, taken)
         if outcome == "garbage":
             return None
         if outcome == "lost" or (
-            self.config.lost_response_rate and self._random.random() < self.config.lost_response_rate
+            action == "CreateImage"
+            and self.config.lost_response_rate
+            and self._random.random() < self.config.lost_response_rate
         ):
             raise _DropConnectionError
         return result
@@ -271,9 +276,19 @@ class FakeZenlayer:
         return web.json_response(self.inspect())
 
     def inspect(self) -> dict[str, Any]:
-        """What the fake has seen and holds: calls, error codes, images per instance."""
+        """What the fake has seen and holds: calls, error codes, images per instance, power.
+
+        The power fields: ``instanceStates`` (id: status); ``peakStopped`` (the most instances,
+        RUNNING at the start, that were down at one moment: from an accepted StopInstances until
+        RUNNING again); ``stoppedNow`` (how many are down now); ``notRunningAnymore`` (ids
+        RUNNING at the start and not RUNNING now); ``forcedStops`` / ``gracefulStops``
+        (accepted instance stops); ``startsAccepted`` (accepted instance starts);
+        ``stopWithoutForceField`` (StopInstances calls that left ``forceShutdown`` out).
+        """
         self.cloud.advance()
         created = self.cloud.created_per_instance
+        power = self.cloud.power
+        instances = self.cloud.instances
         return {
             "calls": dict(self.calls),
             "codes": dict(self.codes),
@@ -284,4 +299,12 @@ class FakeZenlayer:
             "imagesPerInstance": self.cloud.images_per_instance(),
             "duplicateInstances": sorted(i for i, n in created.items() if n > 1),
             "timeline": self.timeline,
+            "instanceStates": {i: inst.status for i, inst in instances.items()},
+            "peakStopped": power.peak_down,
+            "stoppedNow": len(power.down),
+            "notRunningAnymore": sorted(i for i in power.initially_running if instances[i].status != "RUNNING"),
+            "forcedStops": power.forced_stops,
+            "gracefulStops": power.graceful_stops,
+            "startsAccepted": power.starts,
+            "stopWithoutForceField": power.stops_without_force_field,
         }
