@@ -207,7 +207,7 @@ async def test_instances_and_images_end_every_way(make_fake: FakeFactory) -> Non
     ]
     fake, clock = await fake_with_clock(make_fake, fleet, image_ready_seconds=12, list_lag_seconds=6)
     fake.cloud.failed_images.add("i-bad")
-    fake.cloud.set_power(["i-stopping"], on=False)  # STOPPING for 1 s, then STOPPED
+    fake.cloud.stop_instances(["i-stopping"], force=False)  # STOPPING for 1 s, then STOPPED
     slow = fake.cloud.create_image("i-slow", "slow", None, []).image_id
     fake.cloud.image_ready_seconds = 1
     late = fake.cloud.create_image("i-late", "late", None, []).image_id  # listed only from 6 s on
@@ -247,7 +247,7 @@ async def test_ten_thousand_instances_one_sleep_per_poll(make_fake: FakeFactory)
     poll once nothing is awaited."""
     fleet = [FakeInstance(f"i-{n:05d}", status="RUNNING") for n in range(10_000)]
     fake, clock = await fake_with_clock(make_fake, fleet)
-    fake.cloud.set_power([i.instance_id for i in fleet[:5000]], on=False)
+    fake.cloud.stop_instances([i.instance_id for i in fleet[:5000]], force=False)
     async with ZecClient(fake.url, CREDS, pool_size=4) as client:
         poller: StatePoller[int] = StatePoller(client, interval=5, clock=clock, sleep=clock.sleep)
         for n, inst in enumerate(fleet):
@@ -376,7 +376,7 @@ async def test_poll_soon_polls_early_but_not_twice_within_min_gap(make_fake: Fak
         tg.start_soon(poller.run, got.append)
         await clock.next_nap()
         assert clock.sleeps == [30]
-        fake.cloud.set_power(["i-0"], on=False)
+        fake.cloud.stop_instances(["i-0"], force=False)
         clock.now += 2  # STOPPING lasts 1 s
         poller.poll_soon()
         await clock.next_nap()  # polled at once, then naps until the next interval
