@@ -145,6 +145,40 @@ def _add_run_args(parser: argparse.ArgumentParser) -> None:
         _non_negative_float,
         "seconds before a lost CreateImage answer is checked by name (an API may list new images late)",
     )
+    power = parser.add_argument_group("live fleets: stop -> image -> start")
+    for flag, dest, text in (
+        ("--stop-running", "stop_running", "stop RUNNING instances, image them, start them again (default: off)"),
+        ("--leave-stopped", "leave_stopped", "with --stop-running: do not start them again (default: off)"),
+        ("--force-stop", "force_stop", "with --stop-running: forced shutdown from the start (default: graceful first)"),
+    ):
+        power.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text)
+    power.add_argument(
+        "--stop-timeout",
+        dest="stop_timeout",
+        type=_positive_float,
+        default=argparse.SUPPRESS,
+        help="seconds a graceful stop may take before a forced one (default: 300)",
+    )
+    power.add_argument(
+        "--start-timeout",
+        dest="start_timeout",
+        type=_positive_float,
+        default=argparse.SUPPRESS,
+        help="seconds an instance may take to be RUNNING after StartInstances (default: 600)",
+    )
+    power.add_argument(
+        "--max-stopped",
+        dest="max_stopped",
+        default=argparse.SUPPRESS,
+        help="most instances stopped by this run at once: N or N%% of the list (default: 10%%, at least 1)",
+    )
+    power.add_argument(
+        "--max-stopped-per-group",
+        dest="max_stopped_per_group",
+        type=_positive_int,
+        default=argparse.SUPPRESS,
+        help="most instances of one job-list 'group' stopped at once (default: no cap)",
+    )
     parser.add_argument("--endpoint", help=f"API base URL (default: $ZENLAYER_ENDPOINT or {DEFAULT_ENDPOINT})")
     parser.add_argument(
         "--seed", type=int, default=argparse.SUPPRESS, help="seed of the back-off jitter (for reproducible tests)"

@@ -81,6 +81,10 @@ class JournalState:
     """
 
     intents: dict[str, str] = field(default_factory=dict)
+    #: instances this run sent StopInstances for (the record is durable before the call)
+    stopped: set[str] = field(default_factory=set)
+    #: instances this run stopped and then saw RUNNING again
+    started: set[str] = field(default_factory=set)
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
     segments: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: records that failed their checksum (a torn last record is normal after a crash)
@@ -129,6 +133,11 @@ def _apply(state: JournalState, record: dict[str, Any]) -> None:
         elif kind == "result":
             result = record["result"]
             state.results[str(result["instanceId"])] = result
+        elif kind == "stop":
+            state.stopped.add(str(record["instanceId"]))
+            state.started.discard(str(record["instanceId"]))
+        elif kind == "started":
+            state.started.add(str(record["instanceId"]))
         elif kind == "segment":
             segment = record["segment"]
             state.segments[str(segment["id"])] = segment
@@ -248,6 +257,8 @@ class RunDirectory:
         """Rewrite the journal without damaged records (the state it holds stays the same)."""
         out = [encode_record({"type": "intent", "instanceId": i, "imageName": n}) for i, n in state.intents.items()]
         out += [encode_record({"type": "result", "result": r}) for r in state.results.values()]
+        out += [encode_record({"type": "stop", "instanceId": i}) for i in sorted(state.stopped)]
+        out += [encode_record({"type": "started", "instanceId": i}) for i in sorted(state.started & state.stopped)]
         out += [encode_record({"type": "segment", "segment": s}) for s in state.segments.values()]
         write_atomic(self.file(JOURNAL_FILE), b"".join(out))
 
@@ -307,6 +318,18 @@ class JournalWriter:
         records = b"".join(_intent_record(job) for job in jobs)
         self._urgent = True
         await self._submit(records).wait()
+
+    async def stopping(self, instance_id: str) -> None:
+        """Record that StopInstances may be sent for an instance; returns when that is durable.
+
+        From then on, until :meth:`started`, ``--resume`` starts the instance before anything else.
+        """
+        self._urgent = True
+        await self._submit(encode_record({"type": "stop", "instanceId": instance_id})).wait()
+
+    def started(self, instance_id: str) -> None:
+        """Queue the record that an instance this run stopped is RUNNING again."""
+        self._submit(encode_record({"type": "started", "instanceId": instance_id}))
 
     def result(self, result: JobResult) -> None:
         """Queue a job's final result (durable at the next group sync)."""

@@ -46,6 +46,8 @@ class Job:
         resource_group_id: resource group for the image, or ``None`` for the default.
         tags: ``(key, value)`` pairs for the image.
         fake: the fake-only columns (``fakeGpu``, ...), read by ``imagebatch fake-server``.
+        group: the job list's ``group`` column (a cluster, a service, a zone), for
+            ``--max-stopped-per-group``.
     """
 
     line: int
@@ -54,6 +56,7 @@ class Job:
     resource_group_id: str | None = None
     tags: tuple[tuple[str, str], ...] = ()
     fake: Mapping[str, str] = field(default_factory=dict)
+    group: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +78,8 @@ class JobResult:
             RFC 3339 UTC text.
         ended_at: Unix time the job ended; written as RFC 3339 UTC text.
         line: the job's line in the job list.
+        power: with ``--stop-running``: the instance's state at the start, the power actions
+            taken (stopped, forced, started), its downtime and its final state.
     """
 
     instance_id: str
@@ -89,6 +94,7 @@ class JobResult:
     started_at: float = 0.0
     ended_at: float = 0.0
     line: int = 0
+    power: Mapping[str, Any] | None = None
 
     @property
     def duration(self) -> float:
@@ -111,4 +117,5 @@ class JobResult:
             "endedAt": rfc3339(self.ended_at),
             "durationSeconds": round(self.duration, 6),
             "line": self.line,
+            **({"power": dict(self.power)} if self.power is not None else {}),
         }

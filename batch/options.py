@@ -15,7 +15,7 @@ from typing import Any
 from .errors import RunDirectoryError, UsageError
 from .naming import DEFAULT_NAME_TEMPLATE
 
-__all__ = ["IDENTITY_OPTIONS", "MIN_RATE", "RunOptions", "flag_name", "resume_options"]
+__all__ = ["IDENTITY_OPTIONS", "MIN_RATE", "RunOptions", "flag_name", "parse_max_stopped", "resume_options"]
 
 #: Lowest ``--rate`` accepted: below it a run would, in practice, never send anything.
 MIN_RATE = 0.01
@@ -55,6 +55,20 @@ class RunOptions:
     #: whether to send it again: an API may list a new image late, and a look-up sent too soon
     #: would miss it and make a second image
     lookup_delay: float = 10.0
+    #: stop RUNNING instances, image them, start them again
+    stop_running: bool = False
+    #: with stop_running: do not start them again
+    leave_stopped: bool = False
+    #: with stop_running: force the shutdown from the start
+    force_stop: bool = False
+    #: seconds a graceful stop may take before a forced one
+    stop_timeout: float = 300.0
+    #: seconds an instance may take to be RUNNING again after StartInstances
+    start_timeout: float = 600.0
+    #: most instances stopped by this run and not yet RUNNING again: ``N`` or ``N%`` of the list
+    max_stopped: str = "10%"
+    #: most of them in one job-list ``group`` (None: no per-group cap)
+    max_stopped_per_group: int | None = None
 
     def check(self) -> None:
         """Raise :class:`UsageError` for values no run can use."""
@@ -74,10 +88,18 @@ class RunOptions:
             (self.poll_interval > 0, "--poll-interval must be positive"),
             (self.wait_timeout > 0, "--wait-timeout must be positive"),
             (math.isfinite(self.lookup_delay) and self.lookup_delay >= 0, "--lookup-delay must be zero or more"),
+            (self.stop_timeout > 0 and self.start_timeout > 0, "--stop-timeout and --start-timeout must be positive"),
+            (
+                self.max_stopped_per_group is None or self.max_stopped_per_group >= 1,
+                "--max-stopped-per-group must be at least 1",
+            ),
+            (not (self.leave_stopped or self.force_stop) or self.stop_running, "--leave-stopped and --force-stop "
+             "go with --stop-running"),
         ]
         for ok, message in checks:
             if not ok:
                 raise UsageError(message)
+        parse_max_stopped(self.max_stopped, 1)
 
     def to_record(self) -> dict[str, Any]:
         """The options as stored in ``run.json`` (no per-process option, never a secret)."""
@@ -152,3 +174,30 @@ def _show(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)
+
+
+def parse_max_stopped(text: str, jobs: int) -> int:
+    """``--max-stopped``: ``N`` instances, or ``N%`` of the job list (at least 1).
+
+    Args:
+        text: the flag's value.
+        jobs: jobs in the list (for a percentage).
+
+    Raises:
+        UsageError: for anything but a whole number >= 1 or a percentage in (0, 100].
+    """
+    raw = text.strip()
+    try:
+        if raw.endswith("%"):
+            share = float(raw[:-1])
+            if not (math.isfinite(share) and 0 < share <= 100):
+                raise ValueError(raw)
+            return max(1, math.floor(jobs * share / 100))
+        count = int(raw)
+    except ValueError:
+        msg = f"--max-stopped {raw!r} must be a whole number (at least 1) or a percentage like 10%"
+        raise UsageError(msg) from None
+    if count < 1:
+        msg = f"--max-stopped {raw!r} must be at least 1"
+        raise UsageError(msg)
+    return count

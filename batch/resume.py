@@ -45,6 +45,8 @@ class Prepared:
     error_codes: Counter[str] = field(default_factory=Counter)
     #: earlier processes' last checkpoints, in order
     segments: list[dict[str, Any]] = field(default_factory=list)
+    #: instances an earlier process stopped (``--stop-running``) and never saw RUNNING again
+    owed_starts: list[str] = field(default_factory=list)
 
     @property
     def finished(self) -> bool:
@@ -241,6 +243,7 @@ def _load_journal(directory: RunDirectory, prepared: Prepared, notice: Callable[
         raise RunDirectoryError(msg)
     prepared.intents = state.intents
     prepared.segments = list(state.segments.values())
+    prepared.owed_starts = sorted(state.stopped - state.started)
     for instance_id, record in state.final_results().items():
         if instance_id not in listed:
             continue  # ended in this run, since removed from a version-1 list: kept, not counted

@@ -35,8 +35,9 @@ from .errors import (
 from .events import ATTEMPT, JOB_ENDED, LISTING_DONE, RETRY_SCHEDULED, RUN_ENDED, RUN_STARTED, RUN_STOPPING, EventLog
 from .header import RunHeader
 from .journal import EVENTS_FILE, SUMMARY_FILE, JournalWriter, RunDirectory, write_atomic
+from .lifecycle import Lifecycle, PowerFacts
 from .models import Job, JobResult, Status
-from .options import RunOptions
+from .options import RunOptions, parse_max_stopped
 from .policy import (
     LOOKUP_ATTEMPTS,
     OUTCOME_UNKNOWN,
@@ -50,6 +51,7 @@ from .policy import (
     needs_look_up,
     unknown_message,
 )
+from .power import DownCap, PowerLedger, restore_power
 from .resume import prepare
 from .scheduling import Dispatcher, RateMeter, full_jitter
 from .snapshot import JobSource
@@ -153,6 +155,8 @@ class _JobState:
     #: monotonic time before which no look-up by name is sent (``--lookup-delay`` after a
     #: CreateImage whose answer was lost: the API may list the new image late)
     look_after: float = 0.0
+    #: ``--stop-running``: what the run does to the job's instance (None: a plain run)
+    power: PowerFacts | None = None
 
 
 _CURRENT: contextvars.ContextVar[_JobState | None] = contextvars.ContextVar("imagebatch_job", default=None)
@@ -230,6 +234,14 @@ class Run:
         self._resume_look_after = 0.0
         #: this process's exit code, once its work is over (for the journal's last checkpoint)
         self._final_exit: int | None = None
+        #: the instances this run stopped (in every process) and has not seen RUNNING again
+        self._ledger = PowerLedger(record_started=self._record_started)
+        self._cap: DownCap | None = None
+        self._life: Lifecycle | None = None
+        #: instances the run's final restore could not start (exit code 5)
+        self._left_stopped: list[str] = []
+        #: jobs ended while the run stopped, whose instance it stopped: written after the restore
+        self._after_restore: list[tuple[_JobState, Status, dict[str, Any]]] = []
 
     # ----- set-up ----------------------------------------------------------------------------
 
@@ -260,6 +272,11 @@ class Run:
         self.error_codes.update(prepared.error_codes)
         self._segments = prepared.segments
         self.resumed = prepared.resumed
+        for instance_id in prepared.owed_starts:
+            self._ledger.stopped[instance_id] = 0.0  # downtime unknown: stopped by an earlier process
+        if self.options.stop_running:
+            limit = parse_max_stopped(self.options.max_stopped, self.total_jobs)
+            self._cap = DownCap(limit, self.options.max_stopped_per_group)
         # A job the last process may have sent CreateImage for is looked up no sooner than
         # --lookup-delay after that process's last sign of life.
         self._resume_look_after = time.monotonic() + max(
@@ -361,6 +378,7 @@ class Run:
                     resumed_intent=sent,
                     intent_written=sent,
                     look_after=self._resume_look_after if sent else 0.0,
+                    power=PowerFacts() if self._cap is not None else None,
                 )
         except JobListError as exc:
             # The file was validated before the first call; a bad row now means it was changed
@@ -392,7 +410,21 @@ class Run:
         error: ApiError | None = None,
         reason: str | None = None,
     ) -> None:
+        life = self._life
+        if life is not None and life.should_restart(st):
+            kwargs = {"image_id": image_id, "image_status": image_status, "error": error, "reason": reason}
+            if self.dispatcher.stopped:
+                # The run is stopping: its final restore starts the instance; the result is
+                # written after it, saying whether that worked.
+                self._after_restore.append((st, status, kwargs))
+                return
+            # The instance this run stopped comes first: start it, then end the job as planned.
+            life.divert_to_start(st, status, kwargs)
+            self.dispatcher.push(st)
+            return
         now = time.time()
+        if life is not None:
+            life.ended(st)
         result = JobResult(
             instance_id=st.job.instance_id,
             image_name=st.job.image_name,
@@ -406,6 +438,7 @@ class Run:
             started_at=st.started_at or now,
             ended_at=now,
             line=st.job.line,
+            power=st.power.record() if st.power is not None else None,
         )
         self.writer.result(result)
         self.by_status[status.value] += 1
@@ -448,6 +481,16 @@ class Run:
                     self._finish(st, Status.SKIPPED, image_id=image_id, image_status=image_status, reason=reason)
                     self.dispatcher.done()
                 return
+        if st.power is not None and self._life is not None:
+            if st.power.step is None:
+                self._life.begin(st)  # parked until its state is known
+                return
+            if st.power.step in {"stop", "force", "start"}:
+                if self.dispatcher.stopped and st.power.step != "start":
+                    self.dispatcher.retry_at(st, time.monotonic())  # stopping: stop nothing more
+                    return
+                await self._life.step(st)
+                return
         if st.reconcile or st.confirm is not None:
             if time.monotonic() < st.look_after and not self.dispatcher.stopped:
                 self.dispatcher.retry_at(st, st.look_after)  # too soon: a new image may not be listed yet
@@ -484,6 +527,8 @@ class Run:
 
     def _created(self, st: _JobState, image_id: str, image_status: str, reason: str | None = None) -> None:
         """The job has its image: done now, or (``--wait``) when the image is AVAILABLE."""
+        if self._life is not None and self._life.on_created(st, image_id, image_status, reason):
+            return  # its instance is started again once the image is done (stays in flight)
         if not self.options.wait or image_status == "AVAILABLE":
             self._finish(st, Status.SUCCEEDED, image_id=image_id, image_status=image_status, reason=reason)
             self.dispatcher.done()
@@ -681,6 +726,75 @@ class Run:
         self._finish(st, status, error=error, reason=reason)
         self.dispatcher.done()
 
+    # ----- what the lifecycle asks of the run (batch.lifecycle.Host) ---------------------------
+
+    def resume_job(self, st: _JobState, delay: float = 0.0) -> None:
+        """Hand a parked job back to a worker."""
+        self.dispatcher.retry_at(st, time.monotonic() + delay)
+
+    def end_job(self, st: _JobState, status: Status, **kwargs: Any) -> None:
+        """End a parked job (or, if its instance is stopped by this run, send it to its start)."""
+        self._finish(st, status, **kwargs)
+        self.dispatcher.done()
+
+    def stop_run(self, err: ApiError) -> None:
+        """Stop the run on a fatal error met by a lifecycle call."""
+        self._stop_fatal(err)
+
+    def _record_started(self, instance_id: str) -> None:
+        writer = getattr(self, "writer", None)
+        if writer is not None:
+            writer.started(instance_id)
+
+    async def _restore(self, deadline: float) -> list[str]:
+        """Start the instances of the ledger that are not RUNNING (see batch.power)."""
+        interval = min(self.options.poll_interval, 5.0)
+        self._phase = "restoring power"
+        left = await restore_power(self.client, self._ledger, deadline=deadline, interval=interval)
+        self._phase = "running"
+        return left
+
+    def _write_after_restore(self) -> None:
+        """Write the results kept for after the final restore, with the power facts it settled."""
+        pending, self._after_restore = self._after_restore, []
+        for st, status, kwargs in pending:
+            facts = st.power
+            assert facts is not None
+            instance_id = st.job.instance_id
+            if instance_id in self._ledger.running_again:
+                facts.started = True
+                facts.actions.append("started")
+                facts.downtime = self._ledger.downtime.get(instance_id)
+            else:
+                facts.gave_up_start = True
+            self._finish(st, status, **kwargs)
+
+    async def _run_lifecycle(self) -> None:
+        """Run the lifecycle's poller and batchers while the pool works; when the run stops, end
+        the jobs parked there ``interrupted`` (the final restore starts their instances)."""
+        life = self._life
+        assert life is not None
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(life.run)
+            while not self._pool_idle():
+                if self.dispatcher.stopped:
+                    self._release_parked(life)
+                    if self._pool_idle():
+                        break
+                await self.dispatcher.changed()
+            tg.cancel_scope.cancel()
+
+    def _release_parked(self, life: Lifecycle) -> None:
+        for st in life.parked():
+            facts = st.power
+            if facts is not None and facts.pending_end is not None:
+                status, kwargs = facts.pending_end  # its image is done: only the start is left
+                facts.pending_end = None
+                self._finish(st, status, **kwargs)
+            else:
+                self._finish(st, Status.INTERRUPTED, reason=f"the run stopped ({self.stopped_by})")
+            self.dispatcher.done()
+
     def _stop_fatal(self, err: ApiError) -> None:
         """No job can succeed any more: stop handing out jobs (the first fatal error wins)."""
         if self.fatal is None:
@@ -821,7 +935,8 @@ class Run:
 
     def _exit_code(self) -> int:
         fatal = self.fatal is not None or self.list_problem is not None
-        return exit_code_for(stopped_by=self.stopped_by, fatal=fatal, by_status=self.by_status)
+        left = bool(self._left_stopped) and not self.options.leave_stopped
+        return exit_code_for(stopped_by=self.stopped_by, fatal=fatal, by_status=self.by_status, left_stopped=left)
 
     def _segment(self, exit_code: int | None = None) -> dict[str, Any]:
         """This process's counters, for the journal's checkpoints and the summary."""
@@ -903,7 +1018,12 @@ class Run:
                 if self.handle_signals:
                     outer.start_soon(self._watch_signals, work, outer.cancel_scope)
                 outer.start_soon(self._tick)
+                if self._cap is not None:
+                    self._life = Lifecycle(self, client, self._cap, self._ledger)
                 with work:
+                    if self._ledger.not_running() and not self.options.leave_stopped:
+                        # The restart guarantee first: an earlier process stopped these.
+                        await self._restore(anyio.current_time() + self.options.start_timeout)
                     try:
                         await self._list_existing(client)
                     except ApiError as err:
@@ -916,8 +1036,18 @@ class Run:
                                 pool.start_soon(self._worker)
                             if self.options.wait:
                                 pool.start_soon(self._poll_images)
+                            if self._life is not None:
+                                pool.start_soon(self._run_lifecycle)
                 if self.fatal is not None and self.stopped_by and self.stopped_by.startswith("fatal"):
                     self._skip_rest(f"run stopped: {self.fatal.code}: {self.fatal.message}")
+                if self._ledger.not_running() and not self.options.leave_stopped:
+                    # Whatever happened to the jobs, every instance this run stopped is started
+                    # again: within the grace after a signal, else within --start-timeout.
+                    signalled = self.stopped_by in {"SIGINT", "SIGTERM"}
+                    now = anyio.current_time()
+                    deadline = work.deadline if signalled else now + self.options.start_timeout
+                    self._left_stopped = await self._restore(max(deadline, now))
+                self._write_after_restore()
                 # The last checkpoint says how this process ended, for later segments' summaries.
                 self._final_exit = self._exit_code()
                 self.writer.note()

@@ -229,6 +229,15 @@ class Dispatcher(Generic[T]):
         heapq.heappush(self._waiting, (when, next(self._seq), item))
         self._notify()
 
+    def push(self, item: T, when: float | None = None) -> None:
+        """Queue an item to be handed out (again) at ``when`` (default: now), in flight or not.
+
+        Unlike :meth:`retry_at` it does not give back a taken item: a job that moves on to a
+        next step calls this, then :meth:`done` for the step it ended.
+        """
+        heapq.heappush(self._waiting, (self._clock() if when is None else when, next(self._seq), item))
+        self._notify()
+
     def stop(self) -> None:
         """Hand out nothing more; idle takers return ``None``."""
         self.stopped = True

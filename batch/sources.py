@@ -30,7 +30,7 @@ from .text import clip
 
 __all__ = ["COLUMNS", "FAKE_COLUMNS", "JobList", "Validation", "detect_format"]
 
-COLUMNS = ("instanceId", "imageName", "resourceGroupId", "tags")
+COLUMNS = ("instanceId", "imageName", "resourceGroupId", "tags", "group")
 #: Columns only ``imagebatch fake-server --fleet`` reads (the run ignores them).
 FAKE_COLUMNS = ("fakeGpu", "fakeBusySeconds", "fakeStatus", "fakeImageFails")
 _ALL_COLUMNS = COLUMNS + FAKE_COLUMNS
@@ -305,9 +305,20 @@ class JobList:
                 origin = f" (made by {self._template_origin(values)})" if from_template else ""
                 problems.append(f"{self._where(line, 'imageName')}: {problem}{origin}")
         fake = {k: str(fields[k]) for k in FAKE_COLUMNS if fields.get(k) not in (None, "")}
+        power_group = self._string(fields, "group", line, problems) or None
+        if power_group is not None and len(power_group) > 128:
+            problems.append(f"{self._where(line, 'group')}: {clip(power_group)} is longer than 128 characters")
         if len(problems) > before or not instance_id or not name:
             return None, instance_id, name
-        job = Job(line=line, instance_id=instance_id, image_name=name, resource_group_id=group, tags=tags, fake=fake)
+        job = Job(
+            line=line,
+            instance_id=instance_id,
+            image_name=name,
+            resource_group_id=group,
+            tags=tags,
+            fake=fake,
+            group=power_group,
+        )
         return job, instance_id, name
 
     def _template_origin(self, values: Mapping[str, str]) -> str:

@@ -21,24 +21,42 @@ from .header import RunHeader
 from .models import Status
 from .text import rfc3339
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_FATAL", "EXIT_OK", "EXIT_SIGINT", "EXIT_SIGTERM", "build_summary",
-           "exit_code_for", "last_seen", "segment_record"]
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_FAILED",
+    "EXIT_FATAL",
+    "EXIT_LEFT_STOPPED",
+    "EXIT_OK",
+    "EXIT_SIGINT",
+    "EXIT_SIGTERM",
+    "build_summary",
+    "exit_code_for",
+    "last_seen",
+    "segment_record",
+]
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_FATAL = 0, 1, 2, 3
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143
+#: an instance this run stopped is not RUNNING again at the end (--stop-running)
+EXIT_LEFT_STOPPED = 5
 _SIGNAL_EXITS = {"SIGINT": EXIT_SIGINT, "SIGTERM": EXIT_SIGTERM}
 
 
-def exit_code_for(*, stopped_by: str | None, fatal: bool, by_status: Mapping[str, int]) -> int:
+def exit_code_for(
+    *, stopped_by: str | None, fatal: bool, by_status: Mapping[str, int], left_stopped: bool = False
+) -> int:
     """The exit code of a process: its signal, a fatal stop, then how the jobs ended.
 
     Args:
         stopped_by: ``SIGINT``/``SIGTERM`` when a signal stopped this process.
         fatal: the run stopped early (fatal API error, job list changed under it).
         by_status: jobs by their latest status, over the whole run.
+        left_stopped: an instance the run stopped is not RUNNING again (overrides 0, 1 and 3).
     """
     if stopped_by in _SIGNAL_EXITS:
         return _SIGNAL_EXITS[stopped_by]
+    if left_stopped:
+        return EXIT_LEFT_STOPPED
     if fatal:
         return EXIT_FATAL
     failed = by_status.get(Status.FAILED.value, 0) + by_status.get(Status.UNKNOWN.value, 0)

@@ -1,0 +1,130 @@
+"""--stop-running: stop -> image -> start, the cap on instances down, and the restart guarantee."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batch.fake import FakeInstance
+from batch.options import RunOptions
+from batch.runner import Run, RunOutcome
+
+from .conftest import CREDS, FakeFactory
+
+pytestmark = pytest.mark.anyio
+
+#: a fake whose power transitions and images take a tenth of a second
+QUICK = {"stop_seconds": 0.1, "force_stop_seconds": 0.05, "boot_seconds": 0.1, "image_ready_seconds": 0.1}
+LIVE = {
+    "stop_running": True,
+    "poll_interval": 0.05,
+    "rate": 500.0,
+    "backoff_base": 0.01,
+    "backoff_cap": 0.05,
+    "lookup_delay": 0.05,
+    "seed": 1,
+}
+
+
+async def live_run(tmp_path: Path, fake: Any, rows: list[dict[str, str]], **options: Any) -> tuple[RunOutcome, dict[str, Any]]:
+    """Run a job list with --stop-running against the fake; return the outcome and results by instance."""
+    job_list = tmp_path / "jobs.csv"
+    columns = sorted({k for row in rows for k in row})
+    job_list.write_text(",".join(columns) + "\n" + "".join(",".join(r.get(c, "") for c in columns) + "\n" for r in rows))
+    outcome = await Run(
+        job_list, tmp_path / "run", RunOptions(**{**LIVE, **options}), credentials=CREDS, endpoint=fake.url
+    ).execute()
+    lines = (tmp_path / "run" / "results.jsonl").read_text().splitlines()
+    return outcome, {r["instanceId"]: r for r in map(json.loads, lines)}
+
+
+async def test_running_fleet_is_stopped_imaged_and_started_under_the_cap(tmp_path: Path, make_fake: FakeFactory) -> None:
+    """12 RUNNING and 3 STOPPED instances, --max-stopped 3: one image each, every RUNNING one is
+    RUNNING again, the STOPPED ones are never started, and no more than 3 were down at once."""
+    running = [f"r-{n}" for n in range(12)]
+    stopped = [f"s-{n}" for n in range(3)]
+    fleet = [FakeInstance(i, status="RUNNING") for i in running] + [FakeInstance(i) for i in stopped]
+    fake = await make_fake(fleet, cloud_kwargs=QUICK)
+    outcome, results = await live_run(tmp_path, fake, [{"instanceId": i} for i in running + stopped], max_stopped="3")
+    seen = fake.inspect()
+    assert outcome.exit_code == 0, outcome.summary
+    assert {r["status"] for r in results.values()} == {"succeeded"}
+    assert seen["duplicateInstances"] == []
+    assert seen["images"] == 15
+    assert seen["notRunningAnymore"] == []
+    assert 1 <= seen["peakStopped"] <= 3
+    assert all(seen["instanceStates"][i] == "STOPPED" for i in stopped)
+    assert seen["stopWithoutForceField"] == 0
+    for i in running:
+        power = results[i]["power"]
+        assert power["stateAtStart"] == "RUNNING"
+        assert power["actions"] == ["stopped", "started"]
+        assert power["finalState"] == "RUNNING"
+        assert power["downtimeSeconds"] is not None
+        assert results[i]["imageStatus"] == "AVAILABLE"
+    assert results["s-0"]["power"]["actions"] == []
+    assert results["s-0"]["power"]["finalState"] == "STOPPED"
+
+
+async def test_per_group_cap_holds(tmp_path: Path, make_fake: FakeFactory) -> None:
+    """--max-stopped-per-group 1: two replicas of one group are never down together."""
+    rows = [{"instanceId": f"r-{n}", "group": f"g{n % 2}"} for n in range(8)]
+    fleet = [FakeInstance(r["instanceId"], status="RUNNING") for r in rows]
+    fake = await make_fake(fleet, cloud_kwargs=QUICK)
+    outcome, results = await live_run(tmp_path, fake, rows, max_stopped="8", max_stopped_per_group=1)
+    seen = fake.inspect()
+    assert outcome.exit_code == 0
+    assert seen["peakStopped"] <= 2  # one per group, two groups
+    assert seen["notRunningAnymore"] == []
+
+
+@pytest.mark.parametrize(
+    ("case", "fleet_kwargs", "config", "code"),
+    [
+        pytest.param("gpu", {"gpu": True}, {}, "OPERATION_DENIED_GPU_INSTANCE_NOT_SUPPORT", id="create-refused"),
+        pytest.param("image-fails", {}, {"failed_images": ["x-0"]}, "IMAGE_FAILED", id="image-failed"),
+        pytest.param("quota", {}, {"quota": 0}, "INVALID_IMAGE_QUOTA_EXCEED", id="fatal-quota"),
+        pytest.param("5xx", {}, {"scripts": {"x-0": ["503"] * 10}}, "SERVICE_TEMPORARY_UNAVAILABLE", id="gave-up"),
+        pytest.param("hang", {"hangs": True}, {}, None, id="graceful-stop-hangs-then-forced"),
+    ],
+)
+async def test_every_failure_after_a_stop_ends_with_the_instance_running(
+    tmp_path: Path, make_fake: FakeFactory, case: str, fleet_kwargs: dict[str, Any], config: dict[str, Any],
+    code: str | None,
+) -> None:
+    """Whatever ends a job after its instance was stopped, the instance is RUNNING at the end."""
+    cloud = dict(QUICK)
+    if "quota" in config:
+        cloud["image_quota"] = config.pop("quota")
+    if "failed_images" in config:
+        cloud["failed_images"] = config.pop("failed_images")
+    fake = await make_fake([FakeInstance("x-0", status="RUNNING", **fleet_kwargs)], cloud_kwargs=cloud, **config)
+    outcome, results = await live_run(tmp_path, fake, [{"instanceId": "x-0"}], stop_timeout=0.5, max_attempts=2)
+    seen = fake.inspect()
+    assert seen["instanceStates"]["x-0"] == "RUNNING", (case, results)
+    assert seen["notRunningAnymore"] == []
+    record = results["x-0"]
+    assert record["power"]["finalState"] == "RUNNING"
+    if code is None:
+        assert record["status"] == "succeeded"
+        assert record["power"]["forced"] is True
+    else:
+        assert (record["error"] or {}).get("code") == code, record
+    assert outcome.exit_code in (0, 1, 3)
+
+
+async def test_leave_stopped_images_and_leaves_them_stopped(tmp_path: Path, make_fake: FakeFactory) -> None:
+    """--leave-stopped: stopped and imaged, not started; no exit 5 for what was asked."""
+    fleet = [FakeInstance(f"r-{n}", status="RUNNING") for n in range(4)]
+    fake = await make_fake(fleet, cloud_kwargs=QUICK)
+    outcome, results = await live_run(
+        tmp_path, fake, [{"instanceId": f"r-{n}"} for n in range(4)], leave_stopped=True, max_stopped="2"
+    )
+    seen = fake.inspect()
+    assert outcome.exit_code == 0
+    assert sorted(seen["notRunningAnymore"]) == [f"r-{n}" for n in range(4)]
+    assert all(r["power"]["finalState"] == "STOPPED" for r in results.values())
+
