@@ -2,7 +2,8 @@
 
 Exit codes (as in ``--help`` and README): 0 every job succeeded or was skipped; 1 some jobs
 failed; 2 bad input or usage (nothing sent); 3 the run stopped early (fatal API error,
-unwritable run directory, job list changed under it); 130 / 143 stopped by SIGINT / SIGTERM.
+unwritable run directory, job list changed under it); 5 an instance the run stopped
+(``--stop-running``) is not RUNNING again; 130 / 143 stopped by SIGINT / SIGTERM.
 Presentation (progress, summary) lives in :mod:`batch.report`; this module parses and dispatches.
 """
 
@@ -42,6 +43,8 @@ EXIT_CODES_HELP = """exit codes:
   2        bad input or usage (job list, flag, credentials, run directory); nothing was sent
   3        the run stopped early (fatal API error, unwritable run directory, job list changed);
            the last lines say why and how to resume
+  5        --stop-running: an instance the run stopped is not RUNNING again (overrides 0, 1, 3);
+           the last lines name them; --resume on the same directory starts them
   130/143  stopped by SIGINT/SIGTERM after draining; the last lines say how to resume"""
 
 

@@ -20,7 +20,7 @@ from .text import clip
 __all__ = ["ProgressPrinter", "advice_for", "format_seconds", "render_progress", "render_summary", "resume_command"]
 
 #: exit codes after which the run can be continued (fatal stop, SIGINT, SIGTERM)
-_RESUMABLE_EXIT_CODES = frozenset({3, 130, 143})
+_RESUMABLE_EXIT_CODES = frozenset({3, 5, 130, 143})
 #: seconds between progress lines when the stream is a log, not a terminal
 _LOG_INTERVAL = 10.0
 
@@ -150,6 +150,25 @@ def _headline(s: Mapping[str, Any]) -> str:
     return line
 
 
+def _power_lines(power: Any) -> list[str]:
+    """``--stop-running``: stopped, started, peak down at once, downtime, and what is left stopped."""
+    if not isinstance(power, Mapping):
+        return []
+    lines = [
+        f"  power      stopped {power.get('instancesStopped', 0)}, started {power.get('instancesStarted', 0)}, "
+        f"forced {power.get('forcedStops', 0)}, peak down {power.get('peakStopped')} of {power.get('maxStopped')}, "
+        f"downtime {format_seconds(float(power.get('downtimeSecondsTotal') or 0))} in all, "
+        f"longest {format_seconds(float(power.get('downtimeSecondsLongest') or 0))}"
+    ]
+    left = list(power.get("instancesLeftStopped") or [])
+    if left and not power.get("leftStoppedOnPurpose"):
+        shown = ", ".join(clip(i, 40) for i in left[:10]) + (f" and {len(left) - 10} more" if len(left) > 10 else "")
+        lines.append(f"  NOT RUNNING {len(left)} instance(s) this run stopped: {shown}")
+    elif left:
+        lines.append(f"  left stopped (--leave-stopped): {len(left)}")
+    return lines
+
+
 def _stop_lines(s: Mapping[str, Any], out_dir: str | Path | None, resumable: bool) -> list[str]:
     """Why the run stopped, what to do, and the command that resumes it."""
     stopped_by = str(s.get("stoppedBy") or "")
@@ -170,6 +189,8 @@ def _stop_lines(s: Mapping[str, Any], out_dir: str | Path | None, resumable: boo
         todo = f"{s.get('pending', 0)} of {s.get('jobs', 0)} jobs did not end;"
     elif stopped_by:
         todo = "keep the job list unchanged while a run reads it; then"
+    elif s.get("exitCode") == 5:
+        todo = "instances this run stopped are not RUNNING again: start them (--resume does, first);"
     if resumable and out_dir is not None and s.get("exitCode") in _RESUMABLE_EXIT_CODES:
         lines.append(f"to do:     {todo} resume with:" if todo else "to do:     resume with:")
         lines.append(f"  {resume_command(out_dir)}")
@@ -209,6 +230,7 @@ def render_summary(summary: Mapping[str, Any], *, out_dir: str | Path | None = N
         f"  API calls  {calls.get('total', 0):>7}   retries {s.get('retries', 0)}, "
         f"429s {(calls.get('byCode') or {}).get('REQUEST_LIMIT_EXCEEDED', 0)}",
     ]
+    rows += _power_lines(s.get("power"))
     if out_dir is not None:
         rows.append(f"results:   {Path(out_dir) / 'results.jsonl'}")
     stopped = f" (stopped by {s['stoppedBy']})" if s.get("stoppedBy") else ""

@@ -965,7 +965,27 @@ class Run:
             stop_cause=self.fatal,
             exit_code=exit_code,
             throttle_decreases=meter.throttle.decreases if meter is not None else 0,
+            power=self._power_summary(),
         )
+
+    def _power_summary(self) -> dict[str, Any] | None:
+        """``--stop-running``: what the run did to the fleet's power (None for a plain run)."""
+        ledger = self._ledger
+        if self._cap is None and not ledger.stopped:
+            return None
+        downtimes = list(ledger.downtime.values())
+        left = ledger.not_running()
+        return {
+            "instancesStopped": len(ledger.stopped),
+            "instancesStarted": len(ledger.running_again),
+            "forcedStops": len(ledger.forced),
+            "peakStopped": self._cap.peak if self._cap is not None else None,
+            "maxStopped": self._cap.total if self._cap is not None else None,
+            "downtimeSecondsTotal": round(sum(downtimes), 3),
+            "downtimeSecondsLongest": round(max(downtimes), 3) if downtimes else 0.0,
+            "instancesLeftStopped": left,
+            "leftStoppedOnPurpose": self.options.leave_stopped,
+        }
 
     async def execute(self) -> RunOutcome:
         """Run to the end (or to a stop) and return the outcome. The lock is released after."""

@@ -123,6 +123,7 @@ def build_summary(
     stop_cause: ApiError | None,
     exit_code: int,
     throttle_decreases: int = 0,
+    power: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The run's ``summary.json``.
 
@@ -137,6 +138,8 @@ def build_summary(
         stop_cause: the API error that stopped the run, if one did.
         exit_code: this process's exit code.
         throttle_decreases: times this process slowed down for 429s.
+        power: with ``--stop-running``: instances stopped, started, peak stopped at once,
+            downtime, ``instancesLeftStopped``.
     """
     ended = sum(by_status.get(s.value, 0) for s in Status if s.final)
     calls: Counter[str] = Counter()
@@ -165,4 +168,5 @@ def build_summary(
         "stoppedBy": stopped_by,
         "stopCause": None if stop_cause is None else {**stop_cause.to_record(), "action": stop_cause.action},
         "exitCode": exit_code,
+        **({"power": dict(power)} if power is not None else {}),
     }

@@ -29,11 +29,14 @@ LIVE = {
 }
 
 
-async def live_run(tmp_path: Path, fake: Any, rows: list[dict[str, str]], **options: Any) -> tuple[RunOutcome, dict[str, Any]]:
+async def live_run(
+    tmp_path: Path, fake: Any, rows: list[dict[str, str]], **options: Any
+) -> tuple[RunOutcome, dict[str, Any]]:
     """Run a job list with --stop-running against the fake; return the outcome and results by instance."""
     job_list = tmp_path / "jobs.csv"
     columns = sorted({k for row in rows for k in row})
-    job_list.write_text(",".join(columns) + "\n" + "".join(",".join(r.get(c, "") for c in columns) + "\n" for r in rows))
+    body = "".join(",".join(r.get(c, "") for c in columns) + "\n" for r in rows)
+    job_list.write_text(",".join(columns) + "\n" + body)
     outcome = await Run(
         job_list, tmp_path / "run", RunOptions(**{**LIVE, **options}), credentials=CREDS, endpoint=fake.url
     ).execute()
@@ -41,7 +44,9 @@ async def live_run(tmp_path: Path, fake: Any, rows: list[dict[str, str]], **opti
     return outcome, {r["instanceId"]: r for r in map(json.loads, lines)}
 
 
-async def test_running_fleet_is_stopped_imaged_and_started_under_the_cap(tmp_path: Path, make_fake: FakeFactory) -> None:
+async def test_running_fleet_is_stopped_imaged_and_started_under_the_cap(
+    tmp_path: Path, make_fake: FakeFactory
+) -> None:
     """12 RUNNING and 3 STOPPED instances, --max-stopped 3: one image each, every RUNNING one is
     RUNNING again, the STOPPED ones are never started, and no more than 3 were down at once."""
     running = [f"r-{n}" for n in range(12)]
@@ -74,7 +79,7 @@ async def test_per_group_cap_holds(tmp_path: Path, make_fake: FakeFactory) -> No
     rows = [{"instanceId": f"r-{n}", "group": f"g{n % 2}"} for n in range(8)]
     fleet = [FakeInstance(r["instanceId"], status="RUNNING") for r in rows]
     fake = await make_fake(fleet, cloud_kwargs=QUICK)
-    outcome, results = await live_run(tmp_path, fake, rows, max_stopped="8", max_stopped_per_group=1)
+    outcome, _ = await live_run(tmp_path, fake, rows, max_stopped="8", max_stopped_per_group=1)
     seen = fake.inspect()
     assert outcome.exit_code == 0
     assert seen["peakStopped"] <= 2  # one per group, two groups
