@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import json
+import random
+import signal
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from batch.fake import FakeInstance
+from batch.fake.fleet import instance_id
 from batch.options import RunOptions
 from batch.runner import Run, RunOutcome
 
-from .conftest import CREDS, FakeFactory
+from .conftest import CREDS, FakeFactory, write_csv
+from .test_crash_safety import fake_factory, results_of, start_run, wait_for_results
+
+__all__ = ["fake_factory"]  # a fixture used here, defined with the crash-safety tests
 
 pytestmark = pytest.mark.anyio
 
@@ -133,3 +140,96 @@ async def test_leave_stopped_images_and_leaves_them_stopped(tmp_path: Path, make
     assert sorted(seen["notRunningAnymore"]) == [f"r-{n}" for n in range(4)]
     assert all(r["power"]["finalState"] == "STOPPED" for r in results.values())
 
+
+
+# ----- crashes and signals ------------------------------------------------------------------------
+
+LIVE_FLAGS = (
+    "--stop-running",
+    "--max-stopped",
+    "20",
+    "--poll-interval",
+    "0.1",
+    "--rate",
+    "400",
+    "--stop-timeout",
+    "5",
+    "--start-timeout",
+    "20",
+)
+FAKE_POWER = (
+    "--running-fraction",
+    "1",
+    "--stop-seconds",
+    "0.2",
+    "--force-stop-seconds",
+    "0.1",
+    "--boot-seconds",
+    "0.2",
+    "--image-ready-seconds",
+    "0.3",
+    "--latency",
+    "0.005",
+)
+
+
+@pytest.mark.timeout(300)
+def test_kill_9_at_random_points_then_resume_restores_every_instance(tmp_path: Path, fake_factory: Any) -> None:
+    """Killed with SIGKILL five times while every action loses answers, then resumed: every instance
+    RUNNING at the start is RUNNING at the end, one image each, one result line per job, and never
+    more than the cap down at once."""
+    count = 200
+    fake = fake_factory(
+        "--instances", str(count), *FAKE_POWER, "--lost-response-rate", "0.08", "--lost-response-actions", "*",
+        "--seed", "7",
+    )
+    ids = [instance_id(n) for n in range(1, count + 1)]
+    job_list = write_csv(tmp_path / "jobs.csv", ids)
+    out = tmp_path / "run"
+    rng = random.Random(909)
+    kills = 0
+    for _ in range(5):
+        proc = start_run(job_list, out, fake.url, *LIVE_FLAGS)
+        time.sleep(rng.uniform(0.8, 2.5))
+        if proc.poll() is None:
+            proc.kill()
+            kills += 1
+        proc.communicate(timeout=30)
+    assert kills >= 4, "the run finished before it could be killed often enough"
+    final = start_run(job_list, out, fake.url, *LIVE_FLAGS)
+    _stdout, stderr = final.communicate(timeout=200)
+    assert final.returncode == 0, stderr
+    results = results_of(out)
+    assert sorted(r["instanceId"] for r in results) == sorted(ids)
+    assert {r["status"] for r in results} == {"succeeded"}
+    seen = fake.inspect()
+    assert seen["notRunningAnymore"] == []
+    assert seen["duplicateInstances"] == []
+    assert seen["images"] == count
+    assert seen["peakStopped"] <= 20
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["power"]["instancesLeftStopped"] == []
+
+
+@pytest.mark.timeout(120)
+def test_sigterm_starts_what_it_stopped_within_the_grace(tmp_path: Path, fake_factory: Any) -> None:
+    """SIGTERM mid-cycle: exit 143, and every instance the run stopped is RUNNING again (started
+    within the grace); --resume then finishes the rest."""
+    count = 60
+    fake = fake_factory("--instances", str(count), *FAKE_POWER, "--seed", "3")
+    ids = [instance_id(n) for n in range(1, count + 1)]
+    job_list = write_csv(tmp_path / "jobs.csv", ids)
+    out = tmp_path / "run"
+    proc = start_run(job_list, out, fake.url, *LIVE_FLAGS, "--max-stopped", "10", "--grace", "15")
+    wait_for_results(out, 5, timeout=60)
+    proc.send_signal(signal.SIGTERM)
+    _stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143, stderr
+    seen = fake.inspect()
+    assert seen["notRunningAnymore"] == []
+    assert json.loads((out / "summary.json").read_text())["power"]["instancesLeftStopped"] == []
+    final = start_run(job_list, out, fake.url, *LIVE_FLAGS)
+    final.communicate(timeout=120)
+    assert final.returncode == 0
+    assert fake.inspect()["duplicateInstances"] == []
+    assert len(results_of(out)) == count

@@ -161,7 +161,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latency", type=_non_negative_float, default=0.0, help="seconds added to every answer")
     parser.add_argument("--error-rate", type=_fraction, default=0.0, help="share of requests answered 503")
     parser.add_argument(
-        "--lost-response-rate", type=_fraction, default=0.0, help="share of CreateImage answers dropped after commit"
+        "--lost-response-rate", type=_fraction, default=0.0, help="share of answers dropped after commit"
+    )
+    parser.add_argument(
+        "--lost-response-actions",
+        default="CreateImage",
+        help="comma-separated actions whose answers --lost-response-rate drops; * for all (default: %(default)s)",
     )
     parser.add_argument(
         "--image-ready-seconds", type=_non_negative_float, default=2.0, help="time an image stays CREATING"
@@ -277,6 +282,7 @@ def build_fake(args: argparse.Namespace) -> FakeZenlayer:
         latency=args.latency,
         error_rate=args.error_rate,
         lost_response_rate=args.lost_response_rate,
+        lost_actions=tuple(a.strip() for a in args.lost_response_actions.split(",") if a.strip()),
         seed=args.seed,
         max_skew=args.max_skew,
         scripts=scripts,

@@ -71,6 +71,8 @@ class FakeConfig:
     latency: float = 0.0
     error_rate: float = 0.0
     lost_response_rate: float = 0.0
+    #: the actions whose answers ``lost_response_rate`` drops ("*": every action)
+    lost_actions: tuple[str, ...] = ("CreateImage",)
     seed: int = 0
     max_skew: float = 300.0
     scripts: Mapping[str, Sequence[str] | Mapping[str, Sequence[str]]] = field(default_factory=dict)
@@ -265,7 +267,7 @@ class FakeZenlayer:
         if outcome == "garbage":
             return None
         if outcome == "lost" or (
-            action == "CreateImage"
+            (action in self.config.lost_actions or "*" in self.config.lost_actions)
             and self.config.lost_response_rate
             and self._random.random() < self.config.lost_response_rate
         ):
