@@ -1,10 +1,12 @@
 """``imagebatch demo``: the sample job list against an in-process fake API.
 
-The fake serves the sample fleet (``jobs/demo-fleet.csv``: a few GPU, busy, missing and
-running instances) with a rate limit, some 503s and some lost responses, and the real run
-code images it. Before the run the demo says which instances must fail and why (read from the
-fleet's fake-only columns); after it, it checks that exactly those failed, each with its
-expected code, that every other job succeeded, and that no instance got two images.
+The fake serves the sample fleet (``jobs/demo-fleet.csv``: a few GPU, busy and missing
+instances, and ten RUNNING ones in two groups) with a rate limit, some 503s and some lost
+responses, and the real run code images it: the RUNNING instances go through the golden-image
+cycle (stop, image, start again; at most 3 down at once, 1 per group). Before the run the demo
+says which instances must fail and why (read from the fleet's fake-only columns); after it, it
+checks that exactly those failed, each with its expected code, that every other job succeeded,
+that every RUNNING instance is RUNNING again, and that no instance got two images.
 """
 
 from __future__ import annotations
@@ -28,8 +30,21 @@ from .sources import JobList
 
 __all__ = ["ExpectedFailure", "check_outcome", "demo_fleet_path", "expected_failure", "run_demo"]
 
-#: the demo run's knobs: busy instances get a minute before they count as failed
-DEMO_OPTIONS = RunOptions(concurrency=8, rate=20, backoff_base=0.5, backoff_cap=4, busy_timeout=60, seed=1)
+#: the demo run's knobs: busy instances get a minute before they count as failed; RUNNING ones
+#: are stopped, imaged and started again, at most 3 down at once and 1 per group
+DEMO_OPTIONS = RunOptions(
+    concurrency=8,
+    rate=20,
+    backoff_base=0.5,
+    backoff_cap=4,
+    busy_timeout=60,
+    seed=1,
+    stop_running=True,
+    max_stopped="3",
+    max_stopped_per_group=1,
+    poll_interval=0.5,
+    lookup_delay=2.0,
+)
 #: values of the fake's yes/no columns that mean yes (as ``fleet_from_job_list`` reads them)
 _TRUE = frozenset({"1", "true", "yes", "y"})
 
@@ -79,7 +94,7 @@ def expected_failure(fake: Mapping[str, str], *, busy_timeout: float) -> Expecte
         return ExpectedFailure(
             "OPERATION_DENIED_INSTANCE_IN_OPERATION", f"busy {busy:g} s, past --busy-timeout {busy_timeout:g} s"
         )
-    if status != "STOPPED":
+    if status not in {"STOPPED", "RUNNING"}:  # RUNNING ones are stopped, imaged, started again
         return ExpectedFailure("OPERATION_DENIED_INSTANCE_STATUS_NOT_SUPPORT", f"{status}, not STOPPED")
     return None
 
@@ -137,7 +152,7 @@ async def run_demo(out: Path | None = None, quiet: bool = False, *, fleet: Path 
         for job in jobs
         if (failure := expected_failure(job.fake, busy_timeout=DEMO_OPTIONS.busy_timeout)) is not None
     }
-    cloud = FakeCloud(instances, image_ready_seconds=1.0)
+    cloud = FakeCloud(instances, image_ready_seconds=1.0, stop_seconds=1.0, boot_seconds=1.0)
     config = FakeConfig(
         rate_limit=25,
         error_rate=0.05,
@@ -169,6 +184,7 @@ async def run_demo(out: Path | None = None, quiet: bool = False, *, fleet: Path 
         return outcome.exit_code
     results = read_journal(RunDirectory(outcome.out_dir).file(JOURNAL_FILE)).results
     problems = check_outcome(jobs, expected, results, duplicates)
+    problems += [f"{i}: was RUNNING, and is not RUNNING again after the run" for i in seen["notRunningAnymore"]]
     if problems:
         print(f"demo FAILED: {len(problems)} job(s) did not end as the fleet says they must:")
         for problem in problems:
@@ -176,7 +192,8 @@ async def run_demo(out: Path | None = None, quiet: bool = False, *, fleet: Path 
         return 1
     print(
         f"demo OK: the {len(expected)} instances that must fail failed with their expected codes, "
-        f"the other {must_succeed} succeeded, and no instance got two images "
+        f"the other {must_succeed} succeeded, every RUNNING instance is RUNNING again, "
+        "and no instance got two images "
         f"(so the run's exit code {outcome.exit_code} is the expected one)"
     )
     return 0

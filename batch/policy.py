@@ -50,7 +50,7 @@ OUTCOME_UNKNOWN = "OUTCOME_UNKNOWN"
 #: What a bare API code means for the person reading the result, where the API says too little.
 _HINTS = {
     "OPERATION_DENIED_INSTANCE_STATUS_NOT_SUPPORT": (
-        "CreateImage needs a STOPPED instance; stop it first (or use --stop-running when available)"
+        "CreateImage needs a STOPPED instance; stop it first, or run with --stop-running (stop, image, start again)"
     ),
 }
 

@@ -31,7 +31,8 @@ STATUS = "OPERATION_DENIED_INSTANCE_STATUS_NOT_SUPPORT"
         pytest.param({"fakeGpu": "no"}, None, id="gpu-no"),
         pytest.param({"fakeStatus": "MISSING"}, NOT_FOUND, id="missing"),
         pytest.param({"fakeStatus": "missing", "fakeGpu": "1"}, NOT_FOUND, id="missing-before-gpu"),
-        pytest.param({"fakeStatus": "RUNNING"}, STATUS, id="running"),
+        pytest.param({"fakeStatus": "RUNNING"}, None, id="running-goes-through-the-cycle"),
+        pytest.param({"fakeStatus": "REBOOT"}, STATUS, id="other-state"),
         pytest.param({"fakeStatus": "RUNNING", "fakeGpu": "y"}, GPU, id="gpu-before-status"),
         pytest.param({"fakeBusySeconds": "6"}, None, id="busy-within-timeout-succeeds"),
         pytest.param({"fakeBusySeconds": "61"}, IN_OPERATION, id="busy-past-timeout"),
@@ -144,7 +145,8 @@ def test_demo_command() -> None:
     try:
         assert proc.returncode == 0, proc.stdout + proc.stderr
         lines = proc.stdout.splitlines()
-        assert any(line.startswith("the fleet has 5 instances that must fail") for line in lines)
+        assert any(line.startswith("the fleet has 4 instances that must fail") for line in lines)
+        assert any(line.strip().startswith("power      stopped 10, started 10") for line in lines), proc.stdout
         assert "duplicates: 0" in proc.stdout
         assert lines[-1].startswith("demo OK:")
         assert "exit code: 1" in proc.stdout  # the must-fail instances give the run exit 1

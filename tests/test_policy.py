@@ -42,7 +42,7 @@ RUNNING = PermanentJobError("OPERATION_DENIED_INSTANCE_STATUS_NOT_SUPPORT", "wro
 QUOTA = QuotaExceededError("INVALID_IMAGE_QUOTA_EXCEED", "quota")
 BAD_SIGNATURE = AuthenticationError("AUTHFAILURE_SIGNATURE_FAILURE", "bad signature")
 NO_PERMISSION = AuthenticationError("AUTHFAILURE_UNAUTHORIZED_OPERATION", "not allowed")
-STOP_HINT = "CreateImage needs a STOPPED instance; stop it first (or use --stop-running when available)"
+STOP_HINT = "CreateImage needs a STOPPED instance; stop it first, or run with --stop-running (stop, image, start again)"
 
 
 @pytest.mark.parametrize(

@@ -244,7 +244,8 @@ async def test_running_instance_reason_says_stop_it_first(tmp_path: Path, make_f
     assert record["status"] == "failed"
     assert record["error"]["code"] == "OPERATION_DENIED_INSTANCE_STATUS_NOT_SUPPORT"
     assert (
-        record["reason"] == "CreateImage needs a STOPPED instance; stop it first (or use --stop-running when available)"
+        record["reason"]
+        == "CreateImage needs a STOPPED instance; stop it first, or run with --stop-running (stop, image, start again)"
     )
 
 
