@@ -28,7 +28,7 @@ from .errors import ApiError, FatalRunError
 from .journal import JournalWriter
 from .models import Status
 from .options import RunOptions
-from .power import FAILING_STATES, RUNNING, STOPPED, DownCap, PowerLedger
+from .power import RUNNING, STOPPED, DownCap, PowerLedger
 from .tracking import Batcher, BatchResult, Outcome, Resolution, StatePoller
 
 __all__ = ["Lifecycle", "PowerFacts"]
@@ -132,7 +132,7 @@ class Lifecycle:
 
     def begin(self, st: Any) -> None:
         """A job's first step: look its instance's state up (batched with the others)."""
-        self._await(st, "check", frozenset({RUNNING, STOPPED}) | FAILING_STATES, self.options.stop_timeout)
+        self._await(st, "check", frozenset({RUNNING, STOPPED}), self.options.stop_timeout)
 
     async def step(self, st: Any) -> None:
         """Run a job's worker step (stop, force, start); the job stays parked until it answers."""
@@ -231,7 +231,7 @@ class Lifecycle:
             power.stopped_by_us = True
             power.forced = power.forced or forced
             power.actions.append("forced" if forced else "stopped")
-            self._await(st, "stopping", frozenset({STOPPED}) | FAILING_STATES, self.options.stop_timeout)
+            self._await(st, "stopping", frozenset({STOPPED}), self.options.stop_timeout)
             return
         if isinstance(r.error, FatalRunError):
             self.host.stop_run(r.error)
@@ -242,7 +242,7 @@ class Lifecycle:
             code = r.error.code if r.error else "STOP_FAILED"
             self._fail(st, code, "StopInstances kept failing for this instance")
             return
-        self._await(st, "stop-check", frozenset({RUNNING, STOPPED}) | FAILING_STATES, self.options.stop_timeout)
+        self._await(st, "stop-check", frozenset({RUNNING, STOPPED}), self.options.stop_timeout)
 
     def on_start(self, r: BatchResult[Any]) -> None:
         """A StartInstances call answered for one job."""
@@ -252,9 +252,9 @@ class Lifecycle:
         if isinstance(r.error, FatalRunError):
             self.host.stop_run(r.error)
         if r.ok:
-            self._await(st, "starting", frozenset({RUNNING}) | FAILING_STATES, self.options.start_timeout)
+            self._await(st, "starting", frozenset({RUNNING}), self.options.start_timeout)
         else:  # listed as failed (already RUNNING? still IMAGING?) or the call failed: look
-            self._await(st, "start-check", frozenset({RUNNING, STOPPED}) | FAILING_STATES, self.options.start_timeout)
+            self._await(st, "start-check", frozenset({RUNNING, STOPPED}), self.options.start_timeout)
 
     # ----- inner steps -----------------------------------------------------------------------
 
@@ -294,7 +294,7 @@ class Lifecycle:
             error = ApiError(code, f"image {image_id} ended {r.state or r.outcome}", action="DescribeCustomImages")
             power.pending_end = (Status.FAILED, {"image_id": image_id, "image_status": r.state, "error": error})
         # The instance stays IMAGING until its image is done: wait for it to rest before the start.
-        self._await(st, "settle-instance", frozenset({STOPPED, RUNNING}) | FAILING_STATES, self.options.stop_timeout)
+        self._await(st, "settle-instance", frozenset({STOPPED, RUNNING}), self.options.stop_timeout)
 
     def _finish_image(self, st: Any) -> None:
         power: PowerFacts = st.power

@@ -128,6 +128,102 @@ async def test_every_failure_after_a_stop_ends_with_the_instance_running(
     assert outcome.exit_code in (0, 1, 3)
 
 
+@pytest.mark.parametrize(
+    ("scripts", "actions", "forced"),
+    [
+        pytest.param(
+            {"StartInstances": {"x-0": ["fail", "fail", "ok"]}}, ["stopped", "started"], False, id="start-fails-twice"
+        ),
+        pytest.param({"StopInstances": {"x-0": ["lost"]}}, ["started"], False, id="stop-answer-lost"),
+        pytest.param({"StartInstances": {"x-0": ["lost"]}}, ["stopped", "started"], False, id="start-answer-lost"),
+        pytest.param({"StopInstances": {"x-0": ["503", "ok"]}}, ["stopped", "started"], False, id="stop-503"),
+    ],
+)
+async def test_power_faults_still_end_with_the_instance_running(
+    tmp_path: Path, make_fake: FakeFactory, scripts: dict[str, Any], actions: list[str], forced: bool
+) -> None:
+    """Stop and start calls that fail, lose their answer or answer 503: one image, and RUNNING again."""
+    fake = await make_fake([FakeInstance("x-0", status="RUNNING")], cloud_kwargs=QUICK, scripts=scripts)
+    outcome, results = await live_run(tmp_path, fake, [{"instanceId": "x-0"}])
+    seen = fake.inspect()
+    assert outcome.exit_code == 0, results
+    assert seen["instanceStates"]["x-0"] == "RUNNING"
+    assert seen["images"] == 1
+    record = results["x-0"]
+    assert record["status"] == "succeeded"
+    assert record["power"]["finalState"] == "RUNNING"
+    assert record["power"]["actions"][-1] == "started"
+    assert record["power"]["forced"] is forced
+
+
+async def test_force_stop_forces_from_the_start(tmp_path: Path, make_fake: FakeFactory) -> None:
+    """--force-stop: StopInstances with forceShutdown true the first time; the result says forced."""
+    fake = await make_fake([FakeInstance("x-0", status="RUNNING")], cloud_kwargs=QUICK)
+    outcome, results = await live_run(tmp_path, fake, [{"instanceId": "x-0"}], force_stop=True)
+    seen = fake.inspect()
+    assert outcome.exit_code == 0
+    assert (seen["forcedStops"], seen["gracefulStops"]) == (1, 0)
+    assert results["x-0"]["power"]["actions"] == ["forced", "started"]
+
+
+async def test_recycled_and_existing_image_instances_are_never_stopped(tmp_path: Path, make_fake: FakeFactory) -> None:
+    """A RECYCLE instance fails with INSTANCE_RECYCLE; one whose image already exists is skipped
+    before anything is stopped."""
+    fake = await make_fake(
+        [FakeInstance("x-0", status="RECYCLE"), FakeInstance("x-1")], cloud_kwargs=QUICK
+    )
+    fake.cloud.create_image("x-1", "x-1-done", None, [])  # as if an earlier run had made it
+    fake.cloud.instances["x-1"].status = "RUNNING"
+    outcome, results = await live_run(
+        tmp_path, fake, [{"instanceId": "x-0"}, {"instanceId": "x-1", "imageName": "x-1-done"}]
+    )
+    seen = fake.inspect()
+    assert results["x-0"]["error"]["code"] == "INSTANCE_RECYCLE"
+    assert results["x-1"]["status"] == "skipped"
+    assert (seen["forcedStops"], seen["gracefulStops"]) == (0, 0)
+    assert outcome.exit_code == 1
+
+
+async def test_an_instance_that_cannot_be_started_ends_the_run_with_exit_5(
+    tmp_path: Path, make_fake: FakeFactory
+) -> None:
+    """StartInstances refused for good: the job ends, the run's final restore tries again, and the
+    run exits 5 naming the instance."""
+    from batch.report import render_summary
+
+    fake = await make_fake(
+        [FakeInstance("x-0", status="RUNNING")], cloud_kwargs=QUICK, scripts={"StartInstances": {"x-0": ["fail"] * 50}}
+    )
+    outcome, results = await live_run(tmp_path, fake, [{"instanceId": "x-0"}], start_timeout=1.0)
+    assert outcome.exit_code == 5
+    assert outcome.summary["power"]["instancesLeftStopped"] == ["x-0"]
+    assert results["x-0"]["power"]["finalState"] == "STOPPED"
+    text = render_summary(outcome.summary, out_dir=outcome.out_dir)
+    assert "NOT RUNNING 1 instance(s) this run stopped: 'x-0'" in text
+    assert text.splitlines()[-1].strip().startswith("imagebatch run --out")
+
+
+@pytest.mark.parametrize(
+    ("text", "jobs", "want"),
+    [("10%", 1000, 100), ("10%", 5, 1), ("100%", 7, 7), ("3", 1000, 3), (" 25 ", 10, 25), ("0.5%", 1000, 5)],
+)
+def test_max_stopped_is_a_count_or_a_share(text: str, jobs: int, want: int) -> None:
+    """--max-stopped N or N% of the list, at least 1."""
+    from batch.options import parse_max_stopped
+
+    assert parse_max_stopped(text, jobs) == want
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "0%", "101%", "x", "nan%", ""])
+def test_bad_max_stopped_is_refused(text: str) -> None:
+    """A cap that is not a positive count or a share in (0, 100] is a usage error naming the flag."""
+    from batch.errors import UsageError
+    from batch.options import parse_max_stopped
+
+    with pytest.raises(UsageError, match="--max-stopped"):
+        parse_max_stopped(text, 100)
+
+
 async def test_leave_stopped_images_and_leaves_them_stopped(tmp_path: Path, make_fake: FakeFactory) -> None:
     """--leave-stopped: stopped and imaged, not started; no exit 5 for what was asked."""
     fleet = [FakeInstance(f"r-{n}", status="RUNNING") for n in range(4)]
