@@ -135,7 +135,8 @@ class AdaptiveThrottle:
         if self._head - sent_index < self._size:
             self._refused[sent_index % self._size] += 1
         self.throttled += 1
-        self._latency += 0.25 * (now - sent - self._latency)
+        # Capped: one answer that took very long must not push every slot out of the window.
+        self._latency += 0.25 * (min(now - sent, self.window / 4) - self._latency)
         wait = 0.0
         if retry_after is not None and retry_after > 0:
             wait = min(retry_after, self.max_wait)
