@@ -365,3 +365,17 @@ async def test_lost_answers_with_an_api_that_lists_new_images_late(
     if not duplicates_expected:
         assert outcome.exit_code == 0
         assert seen["images"] == 30
+
+
+async def test_a_429_with_retry_after_is_not_resent_sooner(tmp_path: Path, make_fake: FakeFactory) -> None:
+    """A 429 that says Retry-After: the job's CreateImage waits at least that long (end to end:
+    the fake's header, the client's parsing, the run's back-off)."""
+    fake = await make_fake(instances("i-0", "i-1"), retry_after=True, scripts={"i-0": ["429", "ok"]})
+    outcome, results = await run_jobs(tmp_path, fake, ["i-0", "i-1"])
+    assert outcome.exit_code == 0
+    assert results["i-0"]["status"] == "succeeded"
+    events = [json.loads(x) for x in (tmp_path / "run" / "events.jsonl").read_text().splitlines()]
+    retries = [e for e in events if e["event"] == "job.retry_scheduled" and e.get("instanceId") == "i-0"]
+    assert retries
+    assert retries[0]["code"] == "REQUEST_LIMIT_EXCEEDED"
+    assert retries[0]["backoffSeconds"] >= 1.0
