@@ -37,6 +37,10 @@ __all__ = [
     "resolve_credentials",
 ]
 
+#: What is trimmed from a credential: ASCII white space only (a trailing newline from
+#: ``$(cat file)``); a non-ASCII space is a paste accident, refused like any non-ASCII character.
+_TRIM = " \t\r\n\v\f"
+
 DEFAULT_ENDPOINT = "https://console.zenlayer.com"
 
 TOKEN_VAR = "ZENLAYER_TOKEN"  # noqa: S105 - the name of a variable, not a password
@@ -172,13 +176,13 @@ def credentials_from_env(env: Mapping[str, str] | None = None, *, home: Path | N
 def _from_environment(environ: Mapping[str, str]) -> list[tuple[str, Credentials]]:
     """Every environment source that is set, best first (the first one is used)."""
     found: list[tuple[str, Credentials]] = []
-    token = environ.get(TOKEN_VAR, "").strip()
+    token = environ.get(TOKEN_VAR, "").strip(_TRIM)
     if token:
         _check_value(token, TOKEN_VAR)
         found.append((TOKEN_VAR, Credentials(access_key_id=None, secret=token, bearer=True)))
     for id_var, secret_var, _origin in _KEY_PAIRS:
-        key_id = environ.get(id_var, "").strip()
-        secret = environ.get(secret_var, "").strip()
+        key_id = environ.get(id_var, "").strip(_TRIM)
+        secret = environ.get(secret_var, "").strip(_TRIM)
         if not (key_id or secret):
             continue
         label = f"{id_var} + {secret_var}"
@@ -290,7 +294,7 @@ def _field(entry: dict[str, object], name: str, where: str) -> str:
     if not isinstance(value, str):
         msg = f"'{name}' of {where} must be a string"
         raise UsageError(msg)
-    value = value.strip()
+    value = value.strip(_TRIM)
     _check_value(value, f"'{name}' of {where}")
     return value
 

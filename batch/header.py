@@ -37,6 +37,7 @@ class RunHeader:
         endpoint: the API base URL.
         options: the run's effective options (:meth:`batch.options.RunOptions.to_record`).
         version: the header's version.
+        snapshot_sha256: the copy's SHA-256, checked by every resume.
     """
 
     run_id: str
@@ -49,6 +50,8 @@ class RunHeader:
     endpoint: str
     options: dict[str, Any] = field(default_factory=dict)
     version: int = HEADER_VERSION
+    #: SHA-256 of the copy (None for runs that kept none, or older versions)
+    snapshot_sha256: str | None = None
 
     def to_record(self) -> dict[str, Any]:
         """The JSON object of ``run.json``."""
@@ -59,6 +62,7 @@ class RunHeader:
             "date": rfc3339(self.date),
             "jobList": self.job_list,
             "snapshot": self.snapshot,
+            "snapshotSha256": self.snapshot_sha256,
             "format": self.fmt,
             "nameTemplate": self.name_template,
             "endpoint": self.endpoint,
@@ -109,4 +113,5 @@ class RunHeader:
             endpoint=str(record.get("endpoint", "")),
             options=options,
             version=version,
+            snapshot_sha256=sha if isinstance(sha := record.get("snapshotSha256"), str) else None,
         )

@@ -405,10 +405,10 @@ class JournalWriter:
         if not self._fds_open:
             return
         batch, self._pending = self._pending, []
-        if batch:
-            if self._before_write is not None:
-                self._before_write()
-            _write_all(self._journal_fd, b"".join(j for j, _ in batch) + self._checkpoint_record())
-            _write_all(self._results_fd, b"".join(r for _, r in batch if r))
-            self._sync()
+        if self._before_write is not None:
+            self._before_write()
+        # The last checkpoint goes in even with nothing queued: it says how the process ended.
+        _write_all(self._journal_fd, b"".join(j for j, _ in batch) + self._checkpoint_record())
+        _write_all(self._results_fd, b"".join(r for _, r in batch if r))
+        self._sync()
         self._close_fds()

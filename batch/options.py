@@ -20,7 +20,10 @@ __all__ = ["IDENTITY_OPTIONS", "MIN_RATE", "RunOptions", "flag_name", "parse_max
 #: Lowest ``--rate`` accepted: below it a run would, in practice, never send anything.
 MIN_RATE = 0.01
 #: Options a resumed run may not change: they decide the image names the run asks for.
-IDENTITY_OPTIONS = frozenset({"name_template", "fmt"})
+IDENTITY_OPTIONS = frozenset({"name_template"})
+#: Options a resume never takes from the command line: the copy keeps the format it was read in
+#: (``--format`` on a resume names the format of the list given to compare with the copy).
+_KEPT_OPTIONS = frozenset({"fmt"})
 #: Options that describe one process, not the run: never stored, never carried over.
 _PER_PROCESS = frozenset({"resume"})
 _FLAGS = {"total_timeout": "--timeout", "fmt": "--format"}
@@ -87,7 +90,7 @@ class RunOptions:
             (self.connect_timeout > 0 and self.total_timeout > 0, "timeouts must be positive"),
             (self.poll_interval > 0, "--poll-interval must be positive"),
             (self.wait_timeout > 0, "--wait-timeout must be positive"),
-            (math.isfinite(self.lookup_delay) and self.lookup_delay >= 0, "--lookup-delay must be zero or more"),
+            (0 <= self.lookup_delay <= 3600, "--lookup-delay must be between 0 and 3600 seconds"),
             (self.stop_timeout > 0 and self.start_timeout > 0, "--stop-timeout and --start-timeout must be positive"),
             (
                 self.max_stopped_per_group is None or self.max_stopped_per_group >= 1,
@@ -138,7 +141,7 @@ def resume_options(
             continue
         before = stored[name]
         _check_stored(name, before, getattr(RunOptions(), name))
-        if name not in explicit:
+        if name not in explicit or name in _KEPT_OPTIONS:
             effective[name] = before
             continue
         effective[name] = value

@@ -150,6 +150,14 @@ def _headline(s: Mapping[str, Any]) -> str:
     return line
 
 
+def _plain(text: object) -> str:
+    """Text from outside for one console line: control characters escaped, cut at 80."""
+    shown = str(text)
+    if not shown.isprintable():
+        shown = shown.encode("unicode_escape").decode("ascii")
+    return shown if len(shown) <= 80 else shown[:80] + "…"
+
+
 def _power_lines(power: Any) -> list[str]:
     """``--stop-running``: stopped, started, peak down at once, downtime, and what is left stopped."""
     if not isinstance(power, Mapping):
@@ -212,12 +220,13 @@ def render_summary(summary: Mapping[str, Any], *, out_dir: str | Path | None = N
     if out_dir is None:
         out_dir = s.get("outDir")
     by_status = s.get("byStatus") or {}
-    codes = ", ".join(f"{c} {n}" for c, n in (s.get("byErrorCode") or {}).items())
+    # Codes come from the API: escaped, so a hostile one cannot drive the terminal.
+    codes = ", ".join(f"{_plain(c)} {n}" for c, n in (s.get("byErrorCode") or {}).items())
     calls = s.get("apiCalls") or {}
     rows = [
         _headline(s),
         f"  succeeded  {by_status.get('succeeded', 0):>7}",
-        f"  failed     {by_status.get('failed', 0):>7}" + (f"   ({codes})" if codes else ""),
+        f"  failed     {by_status.get('failed', 0):>7}" + (f"   (errors: {codes})" if codes else ""),
         f"  skipped    {by_status.get('skipped', 0):>7}",
     ]
     # Shown only when there are some: they are rare, and each needs a word of explanation.

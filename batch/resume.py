@@ -22,7 +22,7 @@ from .errors import RunDirectoryError, UsageError
 from .header import RunHeader, new_run_id
 from .journal import JOURNAL_FILE, RunDirectory, read_journal
 from .options import RunOptions, resume_options
-from .snapshot import JobSource, list_differences, same_bytes, snapshot_name, take_snapshot
+from .snapshot import JobSource, file_sha256, list_differences, same_bytes, snapshot_name, take_snapshot
 from .sources import JobList, Validation, detect_format
 
 __all__ = ["Prepared", "prepare"]
@@ -102,7 +102,7 @@ def _start(directory: RunDirectory, source: JobSource, options: RunOptions, endp
     options = replace(options, fmt=fmt)
     name = snapshot_name(fmt)
     copy = directory.file(name)
-    take_snapshot(source, copy)
+    sha256 = take_snapshot(source, copy)
     header = RunHeader(
         run_id=new_run_id(now),
         created_at=now,
@@ -113,6 +113,7 @@ def _start(directory: RunDirectory, source: JobSource, options: RunOptions, endp
         name_template=options.name_template,
         endpoint=endpoint,
         options=options.to_record(),
+        snapshot_sha256=sha256,
     )
     try:
         jobs = _job_list(copy, header, source.label)
@@ -147,9 +148,15 @@ def _resume(
         if not copy.is_file():
             msg = f"{copy} is missing: this run's copy of its job list is gone; it cannot be resumed"
             raise RunDirectoryError(msg)
+        if header.snapshot_sha256 is not None and file_sha256(copy) != header.snapshot_sha256:
+            msg = (
+                f"{copy} was changed after the run started (its checksum differs from run.json's); "
+                "the run acts only on the list it validated: restore the copy, or start a new run"
+            )
+            raise RunDirectoryError(msg)
         jobs = _job_list(copy, header, _label(header.job_list))
         if source is not None:
-            _check_same_list(directory, source, jobs, header)
+            _check_same_list(directory, source, jobs, header, requested.fmt if "fmt" in explicit else None)
     validation = jobs.check()
     prepared = Prepared(header, options, jobs, validation, resumed=True)
     _load_journal(directory, prepared, notice)
@@ -171,7 +178,9 @@ def _job_list(path: Path, header: RunHeader, display: str) -> JobList:
     )
 
 
-def _check_same_list(directory: RunDirectory, source: JobSource, copy: JobList, header: RunHeader) -> None:
+def _check_same_list(
+    directory: RunDirectory, source: JobSource, copy: JobList, header: RunHeader, given_fmt: str | None
+) -> None:
     """Refuse a job list given again that differs from the copy the run acts on."""
     given = source.path
     spooled: Path | None = None
@@ -183,11 +192,12 @@ def _check_same_list(directory: RunDirectory, source: JobSource, copy: JobList, 
             return
         # The list given now is read in its own format (a CSV run resumed with a JSON list of the
         # same jobs is the same list); a name that does not tell it is read as the run's.
-        fmt: str | None
-        try:
-            fmt = detect_format(Path(source.suffix_name), None, display=source.label)
-        except UsageError:
-            fmt = header.fmt
+        fmt: str | None = given_fmt
+        if fmt is None:
+            try:
+                fmt = detect_format(Path(source.suffix_name), None, display=source.label)
+            except UsageError:
+                fmt = header.fmt
         current = JobList(
             given,
             fmt=fmt,

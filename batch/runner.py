@@ -65,10 +65,9 @@ from .summary import (
     EXIT_SIGTERM,
     build_summary,
     exit_code_for,
-    last_seen,
     segment_record,
 )
-from .waiting import ImageWaiter
+from .waiting import FAILED_IMAGE_STATES, ImageWaiter
 
 __all__ = [
     "EXIT_BAD_INPUT",
@@ -232,6 +231,8 @@ class Run:
         #: whether look-ups by name can still be sent (off after a look-up failed fatally)
         self._lookups_off = False
         self._resume_look_after = 0.0
+        #: requests in a row that got no usable answer (see _watch_outage)
+        self._unanswered = 0
         #: this process's exit code, once its work is over (for the journal's last checkpoint)
         self._final_exit: int | None = None
         #: the instances this run stopped (in every process) and has not seen RUNNING again
@@ -278,10 +279,9 @@ class Run:
             limit = parse_max_stopped(self.options.max_stopped, self.total_jobs)
             self._cap = DownCap(limit, self.options.max_stopped_per_group)
         # A job the last process may have sent CreateImage for is looked up no sooner than
-        # --lookup-delay after that process's last sign of life.
-        self._resume_look_after = time.monotonic() + max(
-            0.0, last_seen(self._segments) + self.options.lookup_delay - time.time()
-        )
+        # --lookup-delay after this process started: that process may have sent it at any moment
+        # after its last checkpoint, up to its death, which was before this start.
+        self._resume_look_after = time.monotonic() + self.options.lookup_delay
         return prepared.jobs, prepared.header
 
     # ----- API plumbing ----------------------------------------------------------------------
@@ -297,6 +297,7 @@ class Run:
 
     def _observe(self, record: RequestRecord) -> None:
         self._requests_in_flight -= 1
+        self._watch_outage(record)
         if self._phase == "listing":
             self._listing_pages += 1
         self.calls[record.action] += 1
@@ -318,6 +319,28 @@ class Run:
             apiSeconds=record.elapsed,
             **job,
         )
+
+    def _watch_outage(self, record: RequestRecord) -> None:
+        """Many requests in a row without a usable answer (no connection, 5xx) mean the API, or
+        the way to it, is down: stop the run (exit 3, jobs ``interrupted`` for --resume) rather
+        than fail every job for good one by one."""
+        if record.status is not None and record.status < 500:
+            self._unanswered = 0
+            return
+        self._unanswered += 1
+        limit = max(24, 3 * self.options.concurrency)
+        if self._unanswered >= limit and self.fatal is None and getattr(self, "dispatcher", None) is not None:
+            self._stop_fatal(
+                FatalRunError(
+                    "API_UNREACHABLE",
+                    f"{self._unanswered} requests in a row got no usable answer (the last: {record.code or 'none'}, "
+                    f"HTTP {record.status if record.status is not None else 'none'}); the API or the way to it "
+                    "is down",
+                    status=record.status,
+                    request_id=record.request_id,
+                    action=record.action,
+                )
+            )
 
     async def _list_existing(self, client: ZecClient) -> None:
         """One paginated listing of the account's images, kept only for this list's names."""
@@ -367,7 +390,10 @@ class Run:
 
     def _source(self, jobs: JobList) -> Iterator[_JobState]:
         try:
-            for job in jobs:
+            for read, job in enumerate(jobs, start=1):
+                if read > self.total_jobs:
+                    # More rows than were validated: the run's copy grew under the running job.
+                    raise JobListError([f"{jobs.display}:{job.line}: a row the run did not validate (the copy grew)"])
                 if job.instance_id in self._done_ids:
                     continue
                 sent = job.instance_id in self._intents
@@ -527,6 +553,16 @@ class Run:
 
     def _created(self, st: _JobState, image_id: str, image_status: str, reason: str | None = None) -> None:
         """The job has its image: done now, or (``--wait``) when the image is AVAILABLE."""
+        if image_status in FAILED_IMAGE_STATES:
+            # A look-up found the image an earlier attempt made, and it failed: so did the job,
+            # as it would have with --wait.
+            failure = PermanentJobError(
+                "IMAGE_FAILED", f"image {image_id} ended {image_status}", action="DescribeCustomImages"
+            )
+            st.confirm = None
+            self._finish(st, Status.FAILED, image_id=image_id, image_status=image_status, error=failure, reason=reason)
+            self.dispatcher.done()
+            return
         if self._life is not None and self._life.on_created(st, image_id, image_status, reason):
             return  # its instance is started again once the image is done (stays in flight)
         if not self.options.wait or image_status == "AVAILABLE":
@@ -649,8 +685,11 @@ class Run:
     def _release_awaited(self, why: str) -> None:
         """End awaited jobs without knowing how their images end (the run is stopping)."""
         for st, image_id, note in self.waiter.drain():
-            reason = f"image created, not confirmed AVAILABLE ({why})" + (f"; {note}" if note else "")
-            self._finish(st, Status.SUCCEEDED, image_id=image_id, image_status="CREATING", reason=reason)
+            # Not final: --resume looks the image up by name and waits for it again.
+            reason = f"image created, not yet seen AVAILABLE ({why}); --resume waits for it" + (
+                f"; {note}" if note else ""
+            )
+            self._finish(st, Status.INTERRUPTED, image_id=image_id, image_status="CREATING", reason=reason)
             self.dispatcher.done()
 
     def _on_error(self, st: _JobState, err: ApiError) -> None:
@@ -849,7 +888,10 @@ class Run:
             image_id, image_status = found
             reason = _ADOPTED_LOST
             if self.options.wait and image_status != "AVAILABLE":
-                reason += f"; not confirmed AVAILABLE ({self._stop_note()})"
+                # Not final: --resume finds it again by name and waits for it.
+                reason += f"; not yet seen AVAILABLE ({self._stop_note()}); --resume waits for it"
+                self._finish(st, Status.INTERRUPTED, image_id=image_id, image_status=image_status, reason=reason)
+                return
             self._finish(st, Status.SUCCEEDED, image_id=image_id, image_status=image_status, reason=reason)
             return
         self._end_unknown(st, why)
@@ -904,10 +946,16 @@ class Run:
         )
 
     async def _tick(self) -> None:
+        checkpointed = 0
         try:
             while True:
                 await anyio.sleep(1.0)
                 self.events.flush()
+                calls = sum(self.calls.values())
+                if calls != checkpointed:
+                    # Calls made while no job ends (busy retries, waits) still count after a kill -9.
+                    checkpointed = calls
+                    self.writer.note()
                 if self.progress is not None:
                     self.progress(self._snapshot())
         finally:
@@ -1076,6 +1124,8 @@ class Run:
                 outer.cancel_scope.cancel()
         finally:
             # After a hard stop: write what is queued (an OSError here must not hide the first one).
+            if self._final_exit is None:
+                self._final_exit = self._exit_code()
             with contextlib.suppress(OSError):
                 self.writer.close_now()
         exit_code = self._exit_code()

@@ -9,19 +9,20 @@ saying which rows were added, changed or removed.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from .errors import UsageError
 from .models import Job
 from .text import clip
 
-__all__ = ["STDIN", "JobSource", "list_differences", "snapshot_name", "take_snapshot"]
+__all__ = ["STDIN", "JobSource", "file_sha256", "list_differences", "snapshot_name", "take_snapshot"]
 
 #: How standard input is named on the command line and in messages.
 STDIN = "-"
@@ -84,22 +85,26 @@ def snapshot_name(fmt: str) -> str:
     return f"job-list.{fmt}"
 
 
-def take_snapshot(source: JobSource, dest: Path) -> None:
+def take_snapshot(source: JobSource, dest: Path) -> str:
     """Copy the job list to ``dest`` (streamed, durable, atomic: a crash leaves no half copy).
+
+    Returns:
+        The copy's SHA-256, hex (kept in ``run.json``: a resume checks the copy is unchanged).
 
     Args:
         source: the job list.
         dest: the copy's path.
     """
     tmp = dest.with_name(f".{dest.name}.tmp")
+    digest = hashlib.sha256()
     try:
         with tmp.open("wb") as out:
             if source.stream is not None:
-                _copy(source.stream, out)
+                _copy(source.stream, out, digest)
             else:
                 assert source.path is not None
                 with source.path.open("rb") as handle:
-                    _copy(handle, out)
+                    _copy(handle, out, digest)
             out.flush()
             os.fsync(out.fileno())
         tmp.replace(dest)
@@ -108,10 +113,21 @@ def take_snapshot(source: JobSource, dest: Path) -> None:
         where = exc.filename or source.label
         msg = f"cannot copy the job list {source.label} into the run directory ({where}: {exc.strerror})"
         raise UsageError(msg) from exc
+    return digest.hexdigest()
 
 
-def _copy(src: BinaryIO, dst: BinaryIO) -> None:
+def file_sha256(path: Path) -> str:
+    """A file's SHA-256, hex, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _copy(src: BinaryIO, dst: BinaryIO, digest: Any) -> None:
     while chunk := src.read(_CHUNK):
+        digest.update(chunk)
         dst.write(chunk)
 
 

@@ -173,7 +173,7 @@ class JobList:
         if self.fmt == "csv":
             yield from self._csv_rows(problems)
         elif self.fmt == "jsonl":
-            yield from self._jsonl_rows()
+            yield from self._jsonl_rows(problems)
         else:
             yield from self._json_rows(problems)
 
@@ -227,7 +227,9 @@ class JobList:
             raise _FileProblem(f"{self._where(line, 'instanceId')}: required column is missing from the header")
         return usable
 
-    def _jsonl_rows(self) -> Iterator[_Row]:
+    def _jsonl_rows(self, problems: list[str]) -> Iterator[_Row]:
+        # Lines are independent: a line that cannot be read is a problem at its line, and the
+        # others are still checked (every problem is reported, not the first one only).
         empty = True
         for number, text in self._lines():
             if not text.strip():
@@ -236,14 +238,17 @@ class JobList:
             try:
                 obj = json.loads(text, object_pairs_hook=unique_keys)
             except RecursionError:
-                raise _FileProblem(deep_message(self._where(number))) from None
+                problems.append(deep_message(self._where(number)))
+                continue
             except json.JSONDecodeError as exc:
-                msg = f"{self._where(number)}: not valid JSON: {exc.msg} (column {exc.colno})"
-                raise _FileProblem(msg) from exc
+                problems.append(f"{self._where(number)}: not valid JSON: {exc.msg} (column {exc.colno})")
+                continue
             except ValueError as exc:  # a number over int's 4300-digit limit, a key twice
-                raise _FileProblem(f"{self._where(number)}: not readable: {str(exc).split(';')[0]}") from exc
+                problems.append(f"{self._where(number)}: not readable: {str(exc).split(';')[0]}")
+                continue
             if too_deep(text, 0, len(text), obj):
-                raise _FileProblem(deep_message(self._where(number)))
+                problems.append(deep_message(self._where(number)))
+                continue
             yield _Row(number, obj if isinstance(obj, dict) else {_NOT_OBJECT: obj})
         if empty:
             raise _FileProblem(f"{self._where(None)}: the file is empty; a JSON Lines job list needs one job a line")

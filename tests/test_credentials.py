@@ -186,7 +186,7 @@ def test_which_source_is_used_is_said(tmp_path: Path, env: dict[str, str], sourc
     assert all(value not in resolved.notes[0] for value in env.values())
 
 
-@pytest.mark.parametrize("value", ["abc\u00e9", "tok\u20acen", "a\u2028b", "a\u00a0b"])
+@pytest.mark.parametrize("value", ["abc\u00e9", "tok\u20acen", "a\u2028b", "a\u00a0b", "\u00a0abc", "abc\u2028"])
 def test_non_ascii_credentials_are_refused_naming_the_variable(value: str) -> None:
     """A token with a non-ASCII character is refused at start naming the variable, never the value."""
     with pytest.raises(UsageError) as caught:

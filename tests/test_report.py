@@ -252,7 +252,7 @@ FATAL_502 = _summary(
         ),
         pytest.param(
             _summary(exitCode=1, byStatus={"succeeded": 599, "failed": 1}, byErrorCode={"X": 1}),
-            ["failed           1   (X 1)", "exit code: 1"],
+            ["failed           1   (errors: X 1)", "exit code: 1"],
             ["resume", "to do"],
             id="failures-are-not-resumed",
         ),
@@ -460,3 +460,13 @@ def test_fatal_stop_over_http_prints_advice_and_resume_command(
     assert "fix the credentials" in printed.out
     assert printed.out.rstrip().splitlines()[-1] == f"  imagebatch run --out {out} --resume"
     assert "xyzzy" not in printed.out + printed.err
+
+
+def test_error_codes_from_the_api_cannot_drive_the_terminal() -> None:
+    """An error code with escape and bell characters is shown escaped on the console."""
+    summary = {"runId": "R", "jobs": 2, "ended": 2, "byStatus": {"failed": 2}, "exitCode": 1,
+               "byErrorCode": {"WEIRD_\x1b]0;pwned\x07": 2}}
+    text = render_summary(summary)
+    assert "\x1b" not in text
+    assert "\x07" not in text
+    assert "WEIRD_\\x1b]0;pwned\\x07 2" in text

@@ -61,7 +61,6 @@ def test_resume_options_table(
     [
         pytest.param({"name_template": "{instanceId}"}, RunOptions(name_template="x{instanceId}"), {"name_template"},
                      "--name-template 'x{instanceId}' differs", id="template"),
-        pytest.param({"fmt": "csv"}, RunOptions(fmt="json"), {"fmt"}, "--format 'json' differs", id="format"),
         pytest.param({"rate": "fast"}, RunOptions(), set(), "option 'rate' holds 'fast'", id="edited-by-hand"),
     ],
 )
@@ -412,3 +411,77 @@ def test_a_signalled_segment_keeps_its_exit_code(tmp_path: Path, fake_factory: A
     assert second.returncode == 0
     segments = json.loads((out / "summary.json").read_text())["segments"]
     assert [s["exitCode"] for s in segments] == [143, 0]
+
+
+def test_format_on_resume_names_the_given_lists_format() -> None:
+    """--format on a resume is the format of the list given to compare; the copy keeps its own."""
+    options, changed = resume_options({"fmt": "csv"}, RunOptions(fmt="json"), {"fmt"})
+    assert options.fmt == "csv"
+    assert changed == []
+
+
+def test_a_changed_copy_is_refused_on_resume(tmp_path: Path, fake_factory: Any) -> None:
+    """Someone edits the run's own copy of its list: the resume refuses (its checksum is in run.json)."""
+    fake = fake_factory("--instances", "3", "--image-ready-seconds", "0")
+    ids = [instance_id(n) for n in range(1, 4)]
+    job_list = write_csv(tmp_path / "jobs.csv", ids)
+    out = tmp_path / "run"
+    start_run(job_list, out, fake.url).communicate(timeout=60)
+    with (out / "job-list.csv").open("a") as handle:
+        handle.write(instance_id(9) + "\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "batch", "run", "--out", str(out), "--resume", "--endpoint", fake.url, "--quiet"],
+        capture_output=True, text=True, env=ENV, timeout=60, check=False,
+    )
+    assert proc.returncode == 2
+    assert "was changed after the run started" in proc.stderr
+
+
+def test_json_on_stdin_resumes_with_its_format(tmp_path: Path, fake_factory: Any) -> None:
+    """A JSON run from stdin, resumed with the same JSON on stdin and --format json, is the same list."""
+    fake = fake_factory("--instances", "2", "--image-ready-seconds", "0")
+    ids = [instance_id(n) for n in range(1, 3)]
+    text = json.dumps([{"instanceId": i} for i in ids])
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "batch", "run", "-", "--format", "json", "--out", str(out), "--endpoint", fake.url,
+           "--quiet"]
+    first = subprocess.run(cmd, input=text, capture_output=True, text=True, env=ENV, timeout=60, check=False)
+    assert first.returncode == 0, first.stderr
+    again = subprocess.run([*cmd, "--resume"], input=text, capture_output=True, text=True, env=ENV, timeout=60,
+                           check=False)
+    assert again.returncode == 0, again.stderr
+
+
+async def test_rows_appended_to_the_runs_copy_are_not_sent(tmp_path: Path, make_fake: FakeFactory) -> None:
+    """Appending to the run's own copy mid-run: the run stops (exit 3) at the first row it did not
+    validate; nothing past the validated rows is sent, and no count goes negative."""
+    import anyio
+
+    ids = [f"i-{n}" for n in range(40)]
+    extra = [f"x-{n}" for n in range(10)]
+    fake = await make_fake(instances(*ids, *extra))
+    job_list = write_csv(tmp_path / "jobs.csv", ids)
+    run = Run(job_list, tmp_path / "run", RunOptions(rate=20, seed=1), credentials=CREDS, endpoint=fake.url)
+
+    async def grow_the_copy() -> None:
+        # Polls outside state (a file, the fake's counters): there is no event to wait on.
+        while not fake.calls.get("CreateImage"):  # noqa: ASYNC110
+            await anyio.sleep(0.01)
+        with (tmp_path / "run" / "job-list.csv").open("a") as handle:
+            handle.write("".join(f"{i}\n" for i in extra))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(grow_the_copy)
+        outcome = await run.execute()
+    assert outcome.exit_code == 3
+    assert "did not validate" in outcome.summary["stoppedBy"]
+    assert outcome.summary["pending"] >= 0
+    assert not any(i.startswith("x-") for i in fake.inspect()["createdPerInstance"])
+
+
+def test_lookup_delay_is_bounded(capsys: pytest.CaptureFixture[str]) -> None:
+    """--lookup-delay 1e9 (a run that never ends after a lost answer) is refused."""
+    from batch.errors import UsageError
+
+    with pytest.raises(UsageError, match="--lookup-delay"):
+        RunOptions(lookup_delay=1e9).check()

@@ -229,8 +229,17 @@ async def test_wait_run_ends_after_a_fatal_stop(tmp_path: Path, make_fake: FakeF
     with anyio.fail_after(60):
         outcome, results = await run_jobs(tmp_path, fake, ids, concurrency=1, wait=True, poll_interval=0.05)
     assert outcome.exit_code == 3
-    assert [results[i]["status"] for i in ids] == ["succeeded", "succeeded", *["interrupted"] * 4]
-    assert "not confirmed AVAILABLE" in results["i-0"]["reason"]
+    # Awaited images not yet AVAILABLE are not final: interrupted, with their image id, for --resume.
+    assert [results[i]["status"] for i in ids] == ["interrupted"] * 6
+    assert results["i-0"]["imageId"] is not None
+    assert "--resume waits for it" in results["i-0"]["reason"]
+    fake.cloud.image_quota = None
+    fake.cloud.image_ready_seconds = 0
+    for image in fake.cloud.images.values():
+        image.status = "AVAILABLE"
+    again = await Run(None, tmp_path / "run", RunOptions(resume=True), credentials=CREDS, endpoint=fake.url).execute()
+    assert again.exit_code == 0
+    assert fake.inspect()["duplicateInstances"] == []
 
 
 # ----- item 30: a RUNNING instance says what to do -------------------------------------------
@@ -379,3 +388,40 @@ async def test_a_429_with_retry_after_is_not_resent_sooner(tmp_path: Path, make_
     assert retries
     assert retries[0]["code"] == "REQUEST_LIMIT_EXCEEDED"
     assert retries[0]["backoffSeconds"] >= 1.0
+
+
+async def test_a_look_up_that_finds_a_failed_image_fails_the_job(tmp_path: Path, make_fake: FakeFactory) -> None:
+    """Without --wait, a lost answer whose image is found FAILED ends the job IMAGE_FAILED, not succeeded."""
+    fake = await make_fake(
+        instances("i-0"),
+        cloud_kwargs={"image_ready_seconds": 0.05, "failed_images": ["i-0"]},
+        scripts={"i-0": ["lost"]},
+    )
+    outcome, results = await run_jobs(tmp_path, fake, ["i-0"], lookup_delay=0.3)
+    record = results["i-0"]
+    assert record["status"] == "failed"
+    assert record["error"]["code"] == "IMAGE_FAILED"
+    assert record["imageStatus"] == "FAILED"
+    assert outcome.exit_code == 1
+    assert fake.inspect()["images"] == 1
+
+
+async def test_an_api_outage_stops_the_run_instead_of_failing_every_job(
+    tmp_path: Path, make_fake: FakeFactory
+) -> None:
+    """Every CreateImage answered 503 (an outage after the listing): the run stops with
+    API_UNREACHABLE, exit 3, jobs interrupted; --resume against a healthy API images them all."""
+    ids = [f"i-{n:02d}" for n in range(40)]
+    sick = await make_fake(instances(*ids), scripts={i: ["503"] * 30 for i in ids})
+    outcome, results = await run_jobs(tmp_path, sick, ids, max_attempts=8)
+    assert outcome.exit_code == 3
+    assert outcome.summary["stoppedBy"] == "fatal:API_UNREACHABLE"
+    assert not [r for r in results.values() if r["status"] == "failed"]
+    assert sick.inspect()["images"] == 0
+    healthy = await make_fake(instances(*ids))  # the outage is over: the same fleet, answering
+    again = await Run(
+        None, tmp_path / "run", RunOptions(resume=True, lookup_delay=0.05), credentials=CREDS, endpoint=healthy.url
+    ).execute()
+    assert again.exit_code == 0
+    assert again.summary["byStatus"]["succeeded"] == 40
+    assert healthy.inspect()["duplicateInstances"] == []

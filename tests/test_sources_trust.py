@@ -333,3 +333,12 @@ def test_a_key_twice_in_one_json_job_is_a_problem(tmp_path: Path, name: str, tex
     result = JobList(path).validate()
     assert not result.ok
     assert any(f"{name}:{line}:" in p and "appears twice in one object" in p for p in result.problems), result.problems
+
+
+def test_every_bad_json_lines_line_is_reported(tmp_path: Path) -> None:
+    """JSON Lines lines are independent: each unreadable line is its own problem, and later lines are checked."""
+    path = tmp_path / "jobs.jsonl"
+    path.write_text('{"instanceId":"A","instanceId":"B"}\n{"instanceId": \n{"imageName":"x"}\n{"instanceId":"i-4"}\n')
+    result = JobList(path).validate()
+    places = sorted({p.split(":")[1] for p in result.problems})
+    assert places == ["1", "2", "3"], result.problems
