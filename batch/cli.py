@@ -113,11 +113,9 @@ def _add_job_list_args(parser: argparse.ArgumentParser, *, optional: bool = Fals
 def _add_run_args(parser: argparse.ArgumentParser) -> None:
     d = RunOptions()
 
-    def option(flag: str, dest: str, kind: Callable[[str], Any], text: str) -> None:
+    def option(flag: str, dest: str, kind: Callable[[str], Any], text: str, into: Any = parser) -> None:
         default = getattr(d, dest)
-        parser.add_argument(
-            flag, dest=dest, type=kind, default=argparse.SUPPRESS, help=f"{text} (default: {default:g})"
-        )
+        into.add_argument(flag, dest=dest, type=kind, default=argparse.SUPPRESS, help=f"{text} (default: {default:g})")
 
     parser.add_argument("--out", type=_out_dir, help="run directory (default: runs/<UTC time>-<random>)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out (start it if it is new)")
@@ -155,20 +153,8 @@ def _add_run_args(parser: argparse.ArgumentParser) -> None:
         ("--force-stop", "force_stop", "with --stop-running: forced shutdown from the start (default: graceful first)"),
     ):
         power.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text)
-    power.add_argument(
-        "--stop-timeout",
-        dest="stop_timeout",
-        type=_positive_float,
-        default=argparse.SUPPRESS,
-        help="seconds a graceful stop may take before a forced one (default: 300)",
-    )
-    power.add_argument(
-        "--start-timeout",
-        dest="start_timeout",
-        type=_positive_float,
-        default=argparse.SUPPRESS,
-        help="seconds an instance may take to be RUNNING after StartInstances (default: 600)",
-    )
+    option("--stop-timeout", "stop_timeout", _positive_float, "seconds a graceful stop may take", power)
+    option("--start-timeout", "start_timeout", _positive_float, "seconds to be RUNNING after a start", power)
     power.add_argument(
         "--max-stopped",
         dest="max_stopped",
@@ -180,7 +166,7 @@ def _add_run_args(parser: argparse.ArgumentParser) -> None:
         dest="max_stopped_per_group",
         type=_positive_int,
         default=argparse.SUPPRESS,
-        help="most instances of one job-list 'group' stopped at once (default: no cap)",
+        help="most instances of one job-list 'group' stopped at once (default: none)",
     )
     parser.add_argument("--endpoint", help=f"API base URL (default: $ZENLAYER_ENDPOINT or {DEFAULT_ENDPOINT})")
     parser.add_argument(
