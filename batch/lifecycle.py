@@ -179,6 +179,8 @@ class Lifecycle:
     def ended(self, st: Any) -> None:
         """A job ended for good: give its slot back (with --leave-stopped the instance never comes back)."""
         power: PowerFacts | None = getattr(st, "power", None)
+        if power is not None and power.gave_up_start and not self.options.leave_stopped:
+            return  # still down (the final restore tries again): it keeps its slot under the cap
         if power is not None and power.held_slot:
             power.held_slot = False
             self.cap.release(st.job.group)
