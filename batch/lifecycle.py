@@ -212,7 +212,7 @@ class Lifecycle:
                 self._running(st)
             elif state == STOPPED and power.start_tries < _POWER_TRIES:
                 power.step = "start"
-                self.host.resume_job(st, delay=min(30.0, 2.0**power.start_tries))
+                self.host.resume_job(st, delay=self._backoff(power.start_tries))
             else:
                 self._give_up_start(st, f"instance {state or 'unseen'} and StartInstances refused")
         elif step == "starting":
@@ -271,7 +271,7 @@ class Lifecycle:
             if power.stopped_by_us and power.stop_tries:
                 # A stop that failed or was lost: the instance is RUNNING, try the stop again.
                 power.step = "stop"
-                self.host.resume_job(st, delay=min(30.0, 2.0**power.stop_tries))
+                self.host.resume_job(st, delay=self._backoff(power.stop_tries))
             elif power.held_slot or self.cap.try_take(st.job.group):
                 power.held_slot = True
                 self._go(st, "stop")
@@ -333,6 +333,10 @@ class Lifecycle:
         st.power.step = step
         self.poller.await_instance(st, st.job.instance_id, want, self._clock() + timeout)
         self.poller.poll_soon()
+
+    def _backoff(self, tries: int) -> float:
+        """Seconds before a power call is tried again (the run's back-off, doubling per try)."""
+        return min(self.options.backoff_cap, self.options.backoff_base * 2.0 ** max(0, tries - 1))
 
     def _go(self, st: Any, step: str) -> None:
         st.power.step = step
