@@ -266,7 +266,12 @@ class Lifecycle:
         if power.state_at_start is None:
             power.state_at_start = state
         if r.outcome is Outcome.REACHED and state == STOPPED:
+            if power.held_slot and not power.stopped_by_us:
+                self.ended(st)  # stopped by someone else while it queued: it takes no slot
             self._go(st, "create")
+        elif r.outcome is Outcome.TIMEOUT and state == "STOPPING" and power.stopped_by_us and not power.forced:
+            power.step = "force"  # a graceful stop that hangs, whatever path it took: force it
+            self.host.resume_job(st)
         elif r.outcome is Outcome.REACHED and state == RUNNING:
             if power.stopped_by_us and power.stop_tries:
                 # A stop that failed or was lost: the instance is RUNNING, try the stop again.
@@ -349,7 +354,8 @@ class Lifecycle:
             st = self.queue.popleft()
             if self.cap.try_take(st.job.group):
                 st.power.held_slot = True
-                self._go(st, "stop")
+                # Look again: it may have changed while it queued (someone stopped it, say).
+                self._await(st, "check", frozenset({RUNNING, STOPPED}), self.options.stop_timeout)
             else:
                 kept.append(st)
         self.queue = kept

@@ -73,8 +73,13 @@ class RunOptions:
     #: most of them in one job-list ``group`` (None: no per-group cap)
     max_stopped_per_group: int | None = None
 
-    def check(self) -> None:
-        """Raise :class:`UsageError` for values no run can use."""
+    def check(self, *, combined: bool = True) -> None:
+        """Raise :class:`UsageError` for values no run can use.
+
+        Args:
+            combined: also check options against each other (off for the flags of a resume,
+                which are combined with the run's own options first).
+        """
         checks = [
             (self.concurrency >= 1, "--concurrency must be at least 1"),
             (self.concurrency <= 1000, "--concurrency must be at most 1000"),
@@ -96,8 +101,14 @@ class RunOptions:
                 self.max_stopped_per_group is None or self.max_stopped_per_group >= 1,
                 "--max-stopped-per-group must be at least 1",
             ),
-            (not (self.leave_stopped or self.force_stop) or self.stop_running, "--leave-stopped and --force-stop "
-             "go with --stop-running"),
+            (
+                not combined or not (self.leave_stopped or self.force_stop) or self.stop_running,
+                "--leave-stopped and --force-stop go with --stop-running",
+            ),
+            (
+                not combined or self.max_stopped_per_group is None or self.stop_running,
+                "--max-stopped-per-group goes with --stop-running",
+            ),
         ]
         for ok, message in checks:
             if not ok:

@@ -69,6 +69,11 @@ class DownCap:
         self.peak = max(self.peak, self.down)
         return True
 
+    def hold(self, count: int) -> None:
+        """Count instances already down (stopped by an earlier process, not yet started again)."""
+        self.down += count
+        self.peak = max(self.peak, self.down)
+
     def release(self, group: str | None) -> None:
         """Give a slot back: the instance is RUNNING again (or the run leaves it stopped)."""
         self.down -= 1
@@ -93,18 +98,31 @@ class PowerLedger:
     running_again: set[str] = field(default_factory=set)
     forced: set[str] = field(default_factory=set)
     downtime: dict[str, float] = field(default_factory=dict)
+    #: instances owed a start that are gone (not found, recycled): no longer owed, reported
+    gone: dict[str, str] = field(default_factory=dict)
+    _accepted: set[str] = field(default_factory=set)
 
     def stop_sent(self, instance_id: str) -> None:
         """StopInstances may reach the API for an instance (its journal record is durable):
         from now on the run owes it a start, until it is seen RUNNING."""
-        self.stopped[instance_id] = self.clock()
+        if instance_id not in self.stopped or instance_id in self.running_again:
+            self.stopped[instance_id] = self.clock()  # a new cycle; a re-sent stop keeps its start
         self.running_again.discard(instance_id)
 
     def stop_accepted(self, instance_id: str, *, forced: bool) -> None:
-        """StopInstances was accepted: downtime counts from now."""
-        self.stopped[instance_id] = self.clock()
+        """StopInstances was accepted: downtime counts from the first acceptance."""
+        if instance_id not in self._accepted:
+            self._accepted.add(instance_id)
+            self.stopped[instance_id] = self.clock()
         if forced:
             self.forced.add(instance_id)
+
+    def give_up(self, instance_id: str, state: str) -> None:
+        """An instance owed a start is gone (not found, in the recycle bin): owe it no more."""
+        if instance_id in self.stopped and instance_id not in self.running_again:
+            self.gone[instance_id] = state
+            self.running_again.add(instance_id)
+            self.record_started(instance_id)  # the journal's word for "owed no start any more"
 
     def seen_running(self, instance_id: str) -> float | None:
         """An instance this run stopped is RUNNING again; returns its downtime (None if unknown)."""
@@ -133,8 +151,9 @@ async def restore_power(
 ) -> list[str]:
     """Start every instance of the ledger that is not RUNNING; return those still not RUNNING.
 
-    It looks their states up (100 a call), starts the STOPPED ones (100 a call), waits out the
-    transitional ones (STOPPING, IMAGING, BOOTING), and stops at ``deadline`` (monotonic).
+    It looks their states up (100 a call), starts the STOPPED ones (100 a call), forces the
+    STOPPING ones (a graceful stop may hang), waits out IMAGING and BOOTING, owes nothing more to
+    instances that are gone (recycled, not found), and stops at ``deadline`` (monotonic).
     A failed call is tried again at the next round; a fatal one (credentials) ends it.
 
     Args:
@@ -146,12 +165,26 @@ async def restore_power(
         clock: the monotonic clock.
     """
     pending = ledger.not_running()
+    absent: dict[str, int] = {}
     while pending:
         try:
             states = await client.describe_instances_status(pending)
             for instance_id in pending:
-                if states.get(instance_id) == RUNNING:
+                state = states.get(instance_id)
+                if state == RUNNING:
                     ledger.seen_running(instance_id)
+                elif state in FAILING_STATES:
+                    ledger.give_up(instance_id, state)
+                elif state is None:
+                    absent[instance_id] = absent.get(instance_id, 0) + 1
+                    if absent[instance_id] >= 3:  # not listed three times in a row: gone
+                        ledger.give_up(instance_id, "NOT_FOUND")
+            # A graceful stop may hang in STOPPING: force it, then the next round starts it.
+            stuck = [i for i in pending if states.get(i) == "STOPPING"]
+            if stuck:
+                await client.stop_instances(stuck, force_shutdown=True)
+                for instance_id in stuck:
+                    ledger.forced.add(instance_id)
             to_start = [i for i in pending if states.get(i) == STOPPED]
             if to_start:
                 await client.start_instances(to_start)

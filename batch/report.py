@@ -162,12 +162,17 @@ def _power_lines(power: Any) -> list[str]:
     """``--stop-running``: stopped, started, peak down at once, downtime, and what is left stopped."""
     if not isinstance(power, Mapping):
         return []
+    peak = f"peak down {power.get('peakStopped')} of {power.get('maxStopped')}, " if power.get("maxStopped") else ""
     lines = [
         f"  power      stopped {power.get('instancesStopped', 0)}, started {power.get('instancesStarted', 0)}, "
-        f"forced {power.get('forcedStops', 0)}, peak down {power.get('peakStopped')} of {power.get('maxStopped')}, "
+        f"forced {power.get('forcedStops', 0)}, {peak}"
         f"downtime {format_seconds(float(power.get('downtimeSecondsTotal') or 0))} in all, "
         f"longest {format_seconds(float(power.get('downtimeSecondsLongest') or 0))}"
     ]
+    gone = power.get("instancesGone") or {}
+    if gone:
+        shown = ", ".join(f"{clip(i, 40)} ({_plain(state)})" for i, state in list(gone.items())[:10])
+        lines.append(f"  gone       {len(gone)} instance(s) this run stopped no longer exist or are recycled: {shown}")
     left = list(power.get("instancesLeftStopped") or [])
     if left and not power.get("leftStoppedOnPurpose"):
         shown = ", ".join(clip(i, 40) for i in left[:10]) + (f" and {len(left) - 10} more" if len(left) > 10 else "")

@@ -187,7 +187,7 @@ class Run:
         explicit: Collection[str] | None = None,
         notice: Callable[[str], None] | None = None,
     ) -> None:
-        options.check()
+        options.check(combined=not options.resume)
         if isinstance(job_list, Path):
             job_list = JobSource(str(job_list), path=job_list)
         self.source = job_list
@@ -1032,6 +1032,7 @@ class Run:
             "downtimeSecondsTotal": round(sum(downtimes), 3),
             "downtimeSecondsLongest": round(max(downtimes), 3) if downtimes else 0.0,
             "instancesLeftStopped": left,
+            "instancesGone": dict(ledger.gone),
             "leftStoppedOnPurpose": self.options.leave_stopped,
         }
 
@@ -1048,7 +1049,8 @@ class Run:
     async def _execute(self) -> RunOutcome:
         jobs, header = self._prepare()
         summary_path = self.directory.file(SUMMARY_FILE)
-        if self.resumed and self._listed_done >= self.total_jobs:
+        owed = bool(self._ledger.not_running()) and not self.options.leave_stopped
+        if self.resumed and self._listed_done >= self.total_jobs and not owed:
             # Every job ended for good: nothing to send. The exit code is what the jobs give,
             # not how an earlier process stopped (a signal, a fatal error since resolved).
             exit_code = self._exit_code()
@@ -1092,6 +1094,8 @@ class Run:
                     if self._ledger.not_running() and not self.options.leave_stopped:
                         # The restart guarantee first: an earlier process stopped these.
                         await self._restore(anyio.current_time() + self.options.start_timeout)
+                        if self._cap is not None:
+                            self._cap.hold(len(self._ledger.not_running()))  # still down: they count
                     try:
                         await self._list_existing(client)
                     except ApiError as err:

@@ -32,7 +32,7 @@ __all__ = ["COLUMNS", "FAKE_COLUMNS", "JobList", "Validation", "detect_format"]
 
 COLUMNS = ("instanceId", "imageName", "resourceGroupId", "tags", "group")
 #: Columns only ``imagebatch fake-server --fleet`` reads (the run ignores them).
-FAKE_COLUMNS = ("fakeGpu", "fakeBusySeconds", "fakeStatus", "fakeImageFails")
+FAKE_COLUMNS = ("fakeGpu", "fakeBusySeconds", "fakeStatus", "fakeImageFails", "fakeHangs")
 _ALL_COLUMNS = COLUMNS + FAKE_COLUMNS
 _INSTANCE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 _MASK = (1 << 64) - 1

@@ -329,3 +329,71 @@ def test_sigterm_starts_what_it_stopped_within_the_grace(tmp_path: Path, fake_fa
     assert final.returncode == 0
     assert fake.inspect()["duplicateInstances"] == []
     assert len(results_of(out)) == count
+
+
+# ----- the third hostile pass --------------------------------------------------------------------
+
+
+async def test_resume_starts_what_is_owed_even_when_every_job_ended(tmp_path: Path, make_fake: FakeFactory) -> None:
+    """A run that ended with exit 5 (its start refused for good): a --resume, with every job ended,
+    still starts the instance first, and exits with what the jobs give."""
+    fake = await make_fake(
+        [FakeInstance("x-0", status="RUNNING")], cloud_kwargs=QUICK, scripts={"StartInstances": {"x-0": ["fail"] * 50}}
+    )
+    outcome, _ = await live_run(tmp_path, fake, [{"instanceId": "x-0"}], start_timeout=1.0)
+    assert outcome.exit_code == 5
+    healthy = await make_fake([FakeInstance("x-0")], cloud_kwargs=QUICK)  # the API lets it start now
+    again = await Run(
+        None, tmp_path / "run", RunOptions(resume=True), credentials=CREDS, endpoint=healthy.url
+    ).execute()
+    assert again.exit_code == 0
+    assert healthy.inspect()["instanceStates"]["x-0"] == "RUNNING"
+    assert again.summary["power"]["instancesLeftStopped"] == []
+
+
+async def test_a_hanging_stop_whose_answer_was_lost_is_forced(tmp_path: Path, make_fake: FakeFactory) -> None:
+    """A graceful stop that hangs and whose answer was lost still gets a forced stop after
+    --stop-timeout, then the instance is imaged and started."""
+    fake = await make_fake(
+        [FakeInstance("x-0", status="RUNNING", hangs=True)],
+        cloud_kwargs=QUICK,
+        scripts={"StopInstances": {"x-0": ["lost"]}},
+    )
+    outcome, results = await live_run(tmp_path, fake, [{"instanceId": "x-0"}], stop_timeout=0.5)
+    assert outcome.exit_code == 0, results
+    assert fake.inspect()["instanceStates"]["x-0"] == "RUNNING"
+    assert results["x-0"]["power"]["forced"] is True
+    assert fake.inspect()["images"] == 1
+
+
+async def test_restore_forces_a_stuck_stop_and_gives_up_on_gone_instances(make_fake: FakeFactory) -> None:
+    """The final restore forces an instance stuck STOPPING and starts it; an owed instance that no
+    longer exists is owed no more (reported as gone) instead of blocking every resume."""
+    import anyio
+
+    from batch.client import ZecClient
+    from batch.power import PowerLedger, restore_power
+
+    fake = await make_fake([FakeInstance("x-0", status="RUNNING", hangs=True)], cloud_kwargs=QUICK)
+    fake.cloud.stop_instances(["x-0"], force=False)  # hangs in STOPPING
+    started: list[str] = []
+    ledger = PowerLedger(record_started=started.append)
+    ledger.stop_sent("x-0")
+    ledger.stop_sent("x-gone")
+    async with ZecClient(fake.url, CREDS) as client:
+        left = await restore_power(client, ledger, deadline=anyio.current_time() + 10, interval=0.1)
+    assert left == []
+    assert fake.inspect()["instanceStates"]["x-0"] == "RUNNING"
+    assert ledger.gone == {"x-gone": "NOT_FOUND"}
+    assert sorted(started) == ["x-0", "x-gone"]
+
+
+def test_resume_flags_are_checked_against_the_runs_options() -> None:
+    """--leave-stopped on a resume is checked once combined with the run's --stop-running, not before."""
+    from batch.errors import UsageError
+
+    RunOptions(resume=True, leave_stopped=True).check(combined=False)
+    with pytest.raises(UsageError, match="go with --stop-running"):
+        RunOptions(leave_stopped=True).check()
+    with pytest.raises(UsageError, match="--max-stopped-per-group goes with --stop-running"):
+        RunOptions(max_stopped_per_group=1).check()
