@@ -130,7 +130,15 @@ def render_progress(p: Progress) -> str:
     flight = f"requests in flight {p.requests_in_flight}, retrying {p.waiting}"
     if p.awaiting_images:
         flight += f", images awaited {p.awaiting_images}"
+    if p.power:
+        w = p.power
+        flight += (
+            f" | power: down {w.get('down', 0)}, queued {w.get('queued', 0)}, "
+            f"stopping/starting {w.get('stopping', 0)}/{w.get('starting', 0)}, waiting on states {w.get('awaiting', 0)}"
+        )
     state = ""
+    if p.phase == "restoring power":
+        state = " restoring power: starting the instances this run stopped |"
     if p.phase == "draining":
         state = " stopping, finishing what is in flight" + (f" ({p.phase_detail})" if p.phase_detail else "") + " |"
     return (

@@ -107,6 +107,9 @@ class Progress:
     #: HTTP requests being sent or answered right now (``in_flight`` counts jobs, including
     #: those whose image is awaited)
     requests_in_flight: int = 0
+    #: ``--stop-running``: instances down now (stopped by this run, not yet RUNNING), jobs
+    #: waiting for a slot, and jobs in the lifecycle's stop, wait and start steps
+    power: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -943,7 +946,13 @@ class Run:
             phase=phase,
             phase_detail=detail,
             requests_in_flight=self._requests_in_flight,
+            power=self._power_progress(),
         )
+
+    def _power_progress(self) -> dict[str, int]:
+        if self._life is None:
+            return {}
+        return {"down": len(self._ledger.not_running()), **self._life.counts()}
 
     async def _tick(self) -> None:
         checkpointed = 0

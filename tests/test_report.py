@@ -470,3 +470,19 @@ def test_error_codes_from_the_api_cannot_drive_the_terminal() -> None:
     assert "\x1b" not in text
     assert "\x07" not in text
     assert "WEIRD_\\x1b]0;pwned\\x07 2" in text
+
+
+def test_progress_shows_the_fleets_power() -> None:
+    """--stop-running: the progress line says how many instances are down, queued, being stopped or
+    started, and when the run is restoring power."""
+    from batch.report import render_progress
+    from batch.runner import Progress
+
+    snap = Progress(
+        total=10, by_status={"succeeded": 2}, in_flight=5, waiting=0, awaiting_images=0, api_calls=30,
+        elapsed=4.0, rate=10.0, power={"down": 3, "queued": 2, "stopping": 1, "starting": 1, "awaiting": 4},
+    )
+    line = render_progress(snap)
+    assert "power: down 3, queued 2, stopping/starting 1/1, waiting on states 4" in line
+    restoring = render_progress(dataclasses.replace(snap, phase="restoring power"))
+    assert "restoring power: starting the instances this run stopped" in restoring
