@@ -9,10 +9,8 @@ start.
 
 from __future__ import annotations
 
-import contextlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +29,6 @@ __all__ = [
     "EXIT_SIGTERM",
     "build_summary",
     "exit_code_for",
-    "last_seen",
     "segment_record",
 ]
 
@@ -96,19 +93,6 @@ def segment_record(
         "stoppedBy": stopped_by,
         "exitCode": exit_code,
     }
-
-
-def last_seen(segments: Sequence[Mapping[str, Any]]) -> float:
-    """Unix time of the last checkpoint of the earlier segments (0 when there is none).
-
-    Args:
-        segments: the segments' records, as in the journal.
-    """
-    latest = 0.0
-    for segment in segments:
-        with contextlib.suppress(KeyError, TypeError, ValueError):
-            latest = max(latest, datetime.fromisoformat(segment["endedAt"]).timestamp())
-    return latest
 
 
 def build_summary(

@@ -27,33 +27,24 @@ The bound a tool's wall time is compared with (scaled seconds):
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import os
 import platform
-import signal
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from run import PY, Fake, Measured, run_child, write_jobs  # noqa: E402  (benchmarks/run.py: one harness)
+
 from batch.fake.fleet import instance_id  # noqa: E402
 from batch.options import parse_max_stopped  # noqa: E402
 
-PY = sys.executable
-ENV = {
-    **os.environ,
-    "ZENLAYER_ACCESS_KEY_ID": "fake-access-key-id",
-    "ZENLAYER_ACCESS_KEY_SECRET": "fake-access-key-secret",
-}
 TOOLS = ("imagebatch", "sdk")
 LABELS = {"imagebatch": "imagebatch --stop-running", "sdk": "SDK + ThreadPoolExecutor(cap)"}
 
@@ -125,79 +116,6 @@ FULL = Scenario()
 QUICK = Scenario(instances=40, max_stopped="25%", time_scale=50.0)
 
 
-@dataclass
-class Measured:
-    """One client process: wall seconds, CPU seconds, peak RSS, exit code, output, what the fake saw."""
-
-    wall: float
-    cpu: float
-    rss_mb: float
-    returncode: int
-    stdout: str
-    timed_out: bool = False
-    seen: dict[str, Any] = field(default_factory=dict)
-
-
-def run_child(argv: list[str], *, timeout: float) -> Measured:
-    """Run a client process and measure it with wait4 (its own rusage, not the harness's)."""
-    with tempfile.TemporaryFile("w+") as out:
-        started = time.monotonic()
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.DEVNULL, env=ENV, cwd=HERE.parent)
-        timed_out = False
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if not timed_out and time.monotonic() > started + timeout:
-                timed_out = True
-                proc.kill()
-            time.sleep(0.01)
-        wall = time.monotonic() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        cpu = usage.ru_utime + usage.ru_stime
-        return Measured(wall, cpu, usage.ru_maxrss / 1024, proc.returncode, out.read(), timed_out)
-
-
-class Fake:
-    """``imagebatch fake-server`` in its own process."""
-
-    def __init__(self, flags: list[str]) -> None:
-        self.proc = subprocess.Popen(
-            [PY, "-m", "batch", "fake-server", *flags],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            cwd=HERE.parent,
-        )
-        assert self.proc.stdout is not None
-        self.url = self.proc.stdout.readline().strip()
-        if not self.url.startswith("http://"):
-            self.stop()
-            msg = "fake server did not start"
-            raise RuntimeError(msg)
-
-    def inspect(self) -> dict[str, Any]:
-        """What the fake has seen (``/_fake/inspect``)."""
-        with urllib.request.urlopen(f"{self.url}/_fake/inspect", timeout=120) as resp:
-            return json.load(resp)  # type: ignore[no-any-return]
-
-    def stop(self) -> None:
-        """Stop the fake and reap it."""
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.communicate(timeout=60)
-
-
-def write_jobs(path: Path, count: int) -> Path:
-    """A CSV job list of the fake's first ``count`` instances."""
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["instanceId"])
-        for n in range(1, count + 1):
-            writer.writerow([instance_id(n)])
-    return path
-
-
 def command(tool: str, sc: Scenario, jobs: Path, url: str, work: Path) -> list[str]:
     """The client's command line: the scenario's scaled rate, poll interval and cap."""
     poll = str(sc.scaled(sc.poll))
@@ -219,7 +137,7 @@ def command(tool: str, sc: Scenario, jobs: Path, url: str, work: Path) -> list[s
 
 def measure(tool: str, sc: Scenario, jobs: Path, work: Path, timeout: float) -> Measured:
     """One run of one tool against a fresh fake."""
-    fake = Fake(sc.fake_flags())
+    fake = Fake(*sc.fake_flags())
     try:
         measured = run_child(command(tool, sc, jobs, fake.url, work), timeout=timeout)
         measured.seen = fake.inspect()

@@ -46,13 +46,14 @@ ENV = {
 
 @dataclass
 class Measured:
-    """One client process: wall seconds, CPU seconds, peak RSS, its output, what the fake saw."""
+    """One client process: wall seconds, CPU seconds, peak RSS, exit code, output, what the fake saw."""
 
     wall: float
     cpu: float
     rss_mb: float
     returncode: int
     stdout: str
+    timed_out: bool = False
     seen: dict[str, Any] = field(default_factory=dict)
 
 
@@ -61,18 +62,20 @@ def run_child(argv: list[str], *, timeout: float = 3600) -> Measured:
     with tempfile.TemporaryFile("w+") as out:
         started = time.monotonic()
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.DEVNULL, env=ENV, cwd=HERE.parent)
-        deadline = started + timeout
+        timed_out = False
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
-            if time.monotonic() > deadline:
+            if not timed_out and time.monotonic() > started + timeout:
+                timed_out = True
                 proc.kill()
             time.sleep(0.01)
         wall = time.monotonic() - started
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
-        return Measured(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, proc.returncode, out.read())
+        cpu = usage.ru_utime + usage.ru_stime
+        return Measured(wall, cpu, usage.ru_maxrss / 1024, proc.returncode, out.read(), timed_out)
 
 
 class Fake:
@@ -89,14 +92,17 @@ class Fake:
         assert self.proc.stdout is not None
         self.url = self.proc.stdout.readline().strip()
         if not self.url.startswith("http://"):
+            self.stop()
             msg = "fake server did not start"
             raise RuntimeError(msg)
 
     def inspect(self) -> dict[str, Any]:
+        """What the fake has seen (``/_fake/inspect``)."""
         with urllib.request.urlopen(f"{self.url}/_fake/inspect", timeout=120) as resp:
             return json.load(resp)  # type: ignore[no-any-return]
 
     def stop(self) -> None:
+        """Stop the fake and reap it."""
         self.proc.send_signal(signal.SIGTERM)
         self.proc.communicate(timeout=60)
 
@@ -111,6 +117,7 @@ def fake_server(*flags: str) -> Iterator[Fake]:
 
 
 def write_jobs(path: Path, count: int) -> Path:
+    """A CSV job list of the fake's first ``count`` instances."""
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["instanceId"])
