@@ -23,6 +23,7 @@ from typing import Any
 
 import anyio
 
+from . import inventory_cmd
 from ._version import __version__
 from .credentials import DEFAULT_ENDPOINT, parse_endpoint, resolve_credentials
 from .errors import ImagebatchError, JobListError, RunDirectoryError, UsageError
@@ -217,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .fake.cli import add_arguments as add_fake_arguments  # light: no server, no aiohttp.web
 
     add_fake_arguments(fake)
+    inventory_cmd.add_parser(sub)
     return parser
 
 
@@ -316,6 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     commands = {"run": _cmd_run, "validate": _cmd_validate, "demo": _cmd_demo, "fake-server": _cmd_fake_server}
+    commands |= {"inventory": inventory_cmd.main}
     try:
         return commands[args.command](args)
     except KeyboardInterrupt:
