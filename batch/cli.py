@@ -23,7 +23,7 @@ from typing import Any
 
 import anyio
 
-from . import inventory_cmd
+from . import inventory_cmd, report_cmd
 from ._version import __version__
 from .credentials import DEFAULT_ENDPOINT, parse_endpoint, resolve_credentials
 from .errors import ImagebatchError, JobListError, RunDirectoryError, UsageError
@@ -219,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_fake_arguments(fake)
     inventory_cmd.add_parser(sub)
+    report_cmd.add_parser(sub)
     return parser
 
 
@@ -318,7 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     commands = {"run": _cmd_run, "validate": _cmd_validate, "demo": _cmd_demo, "fake-server": _cmd_fake_server}
-    commands |= {"inventory": inventory_cmd.main}
+    commands |= {"inventory": inventory_cmd.main, "report": report_cmd.main}
     try:
         return commands[args.command](args)
     except KeyboardInterrupt:

@@ -7,18 +7,15 @@ asks once per combination of the values given, 1,000 instances a page: 10,000 in
 combination take 10 calls. The tags go to the API as they are (at most 20, as it allows).
 
 :func:`write_job_list` writes what was found as a job list the project's own reader accepts
-(checked with it before the file is put in place, atomically).
+(checked with it before the file is put in place, atomically: :mod:`batch.listwrite`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
-import os
 import random
-import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,10 +26,11 @@ import anyio
 from .answers import malformed
 from .client import MAX_PAGE_SIZE, ZecClient
 from .errors import ApiError, ThrottledError, UsageError
+from .listwrite import write_checked_job_list
 from .policy import Next, after_lookup_error
 from .scheduling import full_jitter
 from .selection import GroupBy, Selection, parse_selectors
-from .sources import JobList, detect_format
+from .sources import detect_format
 from .text import clip
 
 __all__ = ["WRITTEN_COLUMNS", "Instance", "Listing", "list_instances", "resolve_selection", "write_job_list"]
@@ -265,26 +263,4 @@ def write_job_list(
             cannot be written.
     """
     fmt = detect_format(path, fmt)
-    data = _render(instances, fmt, group_by or GroupBy(), with_tags)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with tmp.open("wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        result = JobList(tmp, fmt=fmt, display=str(path)).validate()
-        if not result.ok:
-            shown = "; ".join(result.problems[:3])
-            raise UsageError(f"{path}: the instances found do not make a valid job list: {shown}")
-        tmp.replace(path)
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot write the job list: {exc.strerror or exc}") from exc
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-    with contextlib.suppress(OSError):  # the rename is durable once the directory is
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    write_checked_job_list(path, _render(instances, fmt, group_by or GroupBy(), with_tags), fmt, what="inventory")
