@@ -7,9 +7,12 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-__all__ = ["add_output_option", "print_json"]
+if TYPE_CHECKING:
+    from .sources import Validation
+
+__all__ = ["add_output_option", "print_json", "validation_record"]
 
 
 def add_output_option(parser: argparse.ArgumentParser, choices: Sequence[str] = ("table", "json")) -> None:
@@ -37,3 +40,19 @@ def print_json(document: Any, stream: TextIO | None = None) -> None:
     out = stream or sys.stdout
     out.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
     out.flush()
+
+
+def validation_record(label: str, result: Validation) -> dict[str, Any]:
+    """``validate --output json``: the list's name, whether it is good, its jobs and every problem.
+
+    Args:
+        label: the job list as the user named it.
+        result: what the validation found.
+    """
+    return {
+        "file": label,
+        "ok": result.ok,
+        "jobs": result.jobs,
+        "problems": list(result.problems),
+        "warnings": list(result.warnings),
+    }

@@ -278,3 +278,25 @@ def _touch(path: Path) -> Path:
     """An empty file."""
     path.write_text("")
     return path
+
+
+@pytest.mark.anyio
+async def test_downtime_per_instance_of_a_stop_running_run(
+    make_fake: FakeFactory, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--stop-running: each instance the run stopped is listed with its downtime, none left stopped."""
+    fleet = [FakeInstance("1", status="RUNNING"), FakeInstance("2", status="RUNNING"), FakeInstance("3")]
+    fake = await make_fake(fleet, cloud_kwargs={"transition_seconds": 0.05, "image_ready_seconds": 0.05})
+    jobs = tmp_path / "jobs.csv"
+    jobs.write_text("instanceId\n1\n2\n3\n")
+    out = tmp_path / "run"
+    argv = [str(jobs), "--out", str(out), "--endpoint", fake.url, "--stop-running", "--poll-interval", "0.05", *FAST]
+    assert await _run(*argv) == 0
+    code, report = await _report_async(capsys, str(out))
+    assert code == 0
+    downtime = report["downtime"]
+    assert sorted(d["instanceId"] for d in downtime["instances"]) == ["1", "2"]
+    assert all(d["seconds"] > 0 and d["finalState"] == "RUNNING" for d in downtime["instances"])
+    assert downtime["stoppedByRun"] == 2
+    assert downtime["notSeenRunningAgain"] == []
+    assert downtime["totalSeconds"] == pytest.approx(sum(d["seconds"] for d in downtime["instances"]), abs=0.01)
