@@ -74,11 +74,14 @@ async def finished_run(make_fake: FakeFactory, creds_env: None, tmp_path: Path) 
 
 @pytest.mark.anyio
 async def test_report_of_a_finished_run(finished_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Counts by status, failures by code with ids and request ids, retries, calls, timing with gaps named."""
+    """Counts by status, failures by code with ids and request ids, retries, calls, timing with gaps named;
+    the run directory is left exactly as it was."""
+    before = _contents(finished_run)
     code, report = await _report_async(capsys, str(finished_run))
     assert code == 0
+    assert _contents(finished_run) == before
     assert report["state"] == "finished"
-    assert report["jobs"] | {} == {
+    assert report["jobs"] == {
         "total": 6,
         "succeeded": 4,
         "failed": 2,
@@ -100,6 +103,11 @@ async def test_report_of_a_finished_run(finished_run: Path, capsys: pytest.Captu
     assert report["apiCalls"]["byAction"]["CreateImage"] >= 6
     time_spent = report["time"]
     assert time_spent["apiSeconds"]["seconds"] > 0
+    events = _events(finished_run)
+    backoff = sum(e["backoffSeconds"] for e in events if e["event"] == "job.retry_scheduled")
+    limiter = sum(e.get("limiterWaitSeconds", 0) for e in events if e["event"] == "api.attempt")
+    assert time_spent["backoffSeconds"]["seconds"] == pytest.approx(backoff, abs=0.001)
+    assert time_spent["limiterWaitSeconds"]["seconds"] == pytest.approx(limiter, abs=0.001)
     assert time_spent["instanceStateWaitSeconds"]["seconds"] is None
     assert time_spent["imageStateWaitSeconds"]["seconds"] is None
     assert len(report["slowestJobs"]) == 6
@@ -241,6 +249,8 @@ def test_report_of_a_killed_run(slow_fake: _FakeServer, tmp_path: Path, capsys: 
     assert jobs["succeeded"] >= 5
     assert jobs["notEnded"] == 200 - jobs["succeeded"] > 0
     assert report["journal"]["tornRecords"] == torn_by_the_kill + 1
+    journal = read_journal(out / JOURNAL_FILE)
+    assert jobs["sentWithoutResult"] == len(set(journal.intents) - set(journal.results))
 
 
 def test_report_of_a_run_stopped_by_sigterm(
@@ -254,6 +264,11 @@ def test_report_of_a_run_stopped_by_sigterm(
     assert report["stoppedBy"] == "SIGTERM"
     assert report["exitCode"] == 143
     assert report["jobs"]["notEnded"] > 0
+    retry = tmp_path / "retry.csv"
+    code, report = _report(capsys, str(out), "--failed-jobs", str(retry))
+    assert code == 0
+    assert report["failedJobsFile"] is None  # interrupted and not-ended jobs are for --resume
+    assert not retry.exists()
 
 
 @pytest.mark.parametrize(
@@ -272,6 +287,16 @@ def test_bad_run_dir_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
     assert message in captured.err
     assert "Traceback" not in captured.err
     assert captured.out == ""
+
+
+def _events(run_dir: Path) -> list[dict[str, Any]]:
+    """The run's events.jsonl."""
+    return [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+
+
+def _contents(directory: Path) -> dict[str, bytes]:
+    """Every file of a directory by name, with its bytes."""
+    return {p.name: p.read_bytes() for p in directory.iterdir()}
 
 
 def _touch(path: Path) -> Path:
