@@ -23,12 +23,14 @@ from typing import Any
 
 import anyio
 
+from . import inventory_cmd, report_cmd
 from ._version import __version__
 from .credentials import DEFAULT_ENDPOINT, parse_endpoint, resolve_credentials
 from .errors import ImagebatchError, JobListError, RunDirectoryError, UsageError
 from .header import new_run_id
 from .naming import DEFAULT_NAME_TEMPLATE
 from .options import MIN_RATE, RunOptions
+from .output import add_output_option, print_json, validation_record
 from .report import ProgressPrinter, render_summary, resume_command
 from .runner import EXIT_BAD_INPUT, EXIT_FATAL, Run
 from .snapshot import JobSource, take_snapshot
@@ -208,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_args(run)
     validate = sub.add_parser("validate", help="check a job list and report every problem")
     _add_job_list_args(validate)
+    add_output_option(validate)
     demo = sub.add_parser("demo", help="run the sample job list against an in-process fake API")
     demo.add_argument(
         "--out", type=_out_dir, help="run directory, which must not hold a run yet (default: runs/demo-<UTC timestamp>)"
@@ -217,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .fake.cli import add_arguments as add_fake_arguments  # light: no server, no aiohttp.web
 
     add_fake_arguments(fake)
+    inventory_cmd.add_parser(sub)
+    report_cmd.add_parser(sub)
     return parser
 
 
@@ -231,12 +236,14 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         result = jobs.validate()
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    if args.output == "json":
+        print_json(validation_record(source.label, result))
     if not result.ok:
         for problem in result.problems:
             print(problem, file=sys.stderr)
         print(f"{len(result.problems)} problem(s); nothing would be sent", file=sys.stderr)
         return EXIT_BAD_INPUT
-    print(f"{source.label}: {result.jobs} jobs, no problems")
+    print(f"{source.label}: {result.jobs} jobs, no problems", file=sys.stderr if args.output == "json" else sys.stdout)
     return 0
 
 
@@ -316,6 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     commands = {"run": _cmd_run, "validate": _cmd_validate, "demo": _cmd_demo, "fake-server": _cmd_fake_server}
+    commands |= {"inventory": inventory_cmd.main, "report": report_cmd.main}
     try:
         return commands[args.command](args)
     except KeyboardInterrupt:

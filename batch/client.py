@@ -315,6 +315,36 @@ class ZecClient:
                     statuses[item["instanceId"]] = str(item.get("instanceStatus"))
         return statuses
 
+    async def describe_instances(
+        self,
+        *,
+        page_num: int = 1,
+        page_size: int = MAX_PAGE_SIZE,
+        zone_id: str | None = None,
+        status: str | None = None,
+        resource_group_id: str | None = None,
+        tags: Sequence[tuple[str, str]] = (),
+    ) -> tuple[list[dict[str, Any]], int]:
+        """One page of DescribeInstances: its instances (InstanceInfo objects) and the total
+        count matching the filters. One page a call, so that a caller can retry a page alone.
+
+        Args:
+            page_num: the page, 1 for the first.
+            page_size: 1 to 1000 instances a page.
+            zone_id: only instances in this zone.
+            status: only instances in this state (``RUNNING``, ``STOPPED``, ...).
+            resource_group_id: only instances in this resource group.
+            tags: only instances holding every one of these ``(key, value)`` tags (at most 20).
+        """
+        params: dict[str, Any] = {"pageNum": page_num, "pageSize": page_size}
+        optional = {"zoneId": zone_id, "status": status, "resourceGroupId": resource_group_id}
+        params.update({k: v for k, v in optional.items() if v is not None})
+        if tags:
+            # A Describe filter takes a plain array of tags, not CreateImage's {"tags": [...]}.
+            params["tags"] = [{"key": k, "value": v} for k, v in tags]
+        answer = await self.call("DescribeInstances", params)
+        return _listing(answer, "DescribeInstances")
+
     async def start_instances(self, instance_ids: Sequence[str]) -> list[str]:
         """Power on instances, 100 a call; returns the ids that failed to start.
 
