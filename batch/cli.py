@@ -24,6 +24,7 @@ from typing import Any
 import anyio
 
 from ._version import __version__
+from .config import add_config_arguments, apply_config
 from .credentials import DEFAULT_ENDPOINT, parse_endpoint, resolve_credentials
 from .errors import ImagebatchError, JobListError, RunDirectoryError, UsageError
 from .header import new_run_id
@@ -206,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="image every instance in a job list")
     _add_job_list_args(run, optional=True)
     _add_run_args(run)
+    add_config_arguments(run)
     validate = sub.add_parser("validate", help="check a job list and report every problem")
     _add_job_list_args(validate)
     demo = sub.add_parser("demo", help="run the sample job list against an in-process fake API")
@@ -315,6 +317,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "run":
+        try:
+            # Parse again with the file's values as defaults: flags given still win.
+            args = apply_config(parser, args, argv, os.environ)
+        except UsageError as exc:
+            print(f"imagebatch: error: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
     commands = {"run": _cmd_run, "validate": _cmd_validate, "demo": _cmd_demo, "fake-server": _cmd_fake_server}
     try:
         return commands[args.command](args)
