@@ -409,3 +409,65 @@ def test_the_deploy_readme_names_every_deploy_file() -> None:
     mentioned = {a or b for a, b in named}
     assert files <= mentioned
     assert mentioned <= files
+
+
+def readme_section(title: str) -> str:
+    """The text of a README.md section, from its heading to the next heading."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    return text.split(f"\n{title}\n", 1)[1].split("\n#", 1)[0]
+
+
+def test_the_readme_nightly_command_is_the_one_the_deploy_files_run() -> None:
+    """README's nightly command is each deploy file's command (less pending flags and the binary's path)."""
+    section = readme_section("## Nightly runs")
+    (block,) = re.findall(r"```sh\n(.*?)```", section, flags=re.DOTALL)
+    command = block.replace("\\\n", " ").replace("$(date -u +%F)", A_DATE)
+    readme = shlex.split(command)
+    assert readme[0] == "imagebatch"
+    for where in ("systemd", "cron"):
+        argv = without_pending(COMMANDS[where]())
+        assert ["imagebatch", *argv[1:]] == readme, where
+    kubernetes_run = kubernetes_argv()
+    kubernetes_run[kubernetes_run.index("--out") + 1] = f"/var/lib/imagebatch/runs/{A_DATE}"
+    assert kubernetes_run == readme, "the same command, with the Job's name for the date"
+
+
+def spoken(codes: set[int]) -> str:
+    """``{1, 2, 4}`` as README writes it: ``1, 2 and 4``."""
+    ordered = [str(code) for code in sorted(codes)]
+    return ", ".join(ordered[:-1]) + " and " + ordered[-1]
+
+
+def test_the_readme_nightly_numbers_are_the_deploy_files_numbers() -> None:
+    """The times, delays and limits README's nightly section states are those the deploy files set."""
+    section = " ".join(readme_section("## Nightly runs").split())
+    timer = unit("imagebatch.timer")["Timer"]
+    service = unit("imagebatch.service")["Service"]
+    cronjob = kubernetes()["CronJob"]["spec"]
+    assert "fires at 02:30 UTC plus up to 30 minutes at random" in section
+    assert timer["OnCalendar"] == "*-*-* 02:30:00 UTC"
+    assert seconds(timer["RandomizedDelaySec"]) == 30 * 60
+    assert "catches up a missed night at boot (`Persistent=true`)" in section
+    assert "the service may run 20 hours, and has 180 s to drain after SIGTERM, more than `--grace`" in section
+    assert seconds(service["TimeoutStartSec"]) == 20 * 3600
+    assert seconds(service["TimeoutStopSec"]) == 180 > grace()
+    assert f"Exit codes {spoken(PERMANENT)} are final" in section
+    assert f"Codes {spoken(RESUMED)} restart it" in section
+    assert "a one-hour `startingDeadlineSeconds`" in section
+    assert cronjob["startingDeadlineSeconds"] == 3600
+    assert "`concurrencyPolicy: Forbid`" in section
+    assert "the line runs under `flock -n`" in section
+
+
+def test_the_readme_config_example_loads_with_both_profiles(tmp_path: Path) -> None:
+    """README's TOML example is a config file the real loader reads, for each profile it shows."""
+    section = readme_section("### Config files (`--config FILE`, `--profile NAME`)")
+    (block,) = re.findall(r"```toml\n(.*?)```", section, flags=re.DOTALL)
+    path = tmp_path / "imagebatch.toml"
+    path.write_text(block, encoding="utf-8")
+    for profile, share in (("nightly", "10%"), ("weekend", "25%")):
+        words = ["run", "fleet.csv", "--config", str(path), "--profile", profile]
+        parser = build_parser()
+        args = apply_config(parser, parser.parse_args(words), words, {})
+        assert (args.rate, args.grace, args.stop_running, args.max_stopped) == (10.0, 120.0, True, share)
+    assert "Precedence: the command line, then the environment (`ZENLAYER_ENDPOINT`)" in section

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import anyio
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from batch.errors import UsageError
@@ -316,3 +318,31 @@ def test_the_interval_must_be_positive(tmp_path: Path) -> None:
             on_error=print,
             interval=0,
         )
+
+
+def readme_section(title: str) -> str:
+    """The text of a README.md section, from its heading to the next one."""
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    return text.split(f"\n### {title}", 1)[1].split("\n#", 1)[0]
+
+
+def test_the_readme_alert_rules_use_only_series_the_file_has(tmp_path: Path) -> None:
+    """README's two alert rules parse as a Prometheus rule group and name only series and labels the file has."""
+    section = readme_section("Metrics (`--metrics-file`)")
+    (block,) = re.findall(r"```yaml\n(.*?)```", section, flags=re.DOTALL)
+    (group,) = yaml.safe_load(block)["groups"]
+    rules = {rule["alert"]: rule for rule in group["rules"]}
+    assert set(rules) == {"ImagebatchNoRecentSuccess", "ImagebatchRunNeedsAttention"}
+    assert "> 26 * 3600" in rules["ImagebatchNoRecentSuccess"]["expr"]
+    path = tmp_path / "imagebatch.prom"
+    metrics_file(path).write(
+        MetricsSnapshot(now=1.0, duration_seconds=1.0, requests={("CreateImage", "OK"): 1}, exit_code=0)
+    )
+    families = list(text_string_to_metric_families(path.read_text(encoding="utf-8")))
+    written = {s.name for f in families for s in f.samples}
+    labels = {k for f in families for s in f.samples for k in s.labels}
+    named = set(re.findall(r"imagebatch_\w+", block)) | set(re.findall(r"`(imagebatch_\w+)", section))
+    assert named <= written, named - written
+    assert set(re.findall(r"\$labels\.(\w+)", block)) <= labels
+    assert 'status="failed"' in rules["ImagebatchRunNeedsAttention"]["expr"]
+    assert "imagebatch_instances_left_stopped > 0" in rules["ImagebatchRunNeedsAttention"]["expr"]
