@@ -23,6 +23,7 @@ credentials file, which are not copied, committed or shown as config files are.
 from __future__ import annotations
 
 import argparse
+import datetime
 import re
 import tomllib
 import typing
@@ -59,6 +60,9 @@ _TOML_KINDS = {
     str: "a string",
     dict: "a table",
     list: "an array",
+    datetime.datetime: "a date-time",
+    datetime.date: "a date",
+    datetime.time: "a time",
 }
 #: Run options that take a number or a text (``max-stopped = 5`` or ``"10%"``).
 _NUMBER_OR_TEXT = frozenset({"max_stopped"})

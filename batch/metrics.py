@@ -29,7 +29,7 @@ from .errors import UsageError
 from .models import Status
 from .text import clip
 
-__all__ = ["DEFAULT_INTERVAL", "LAST_SUCCESS", "MetricsFile", "MetricsSnapshot", "MetricsTicker"]
+__all__ = ["DEFAULT_INTERVAL", "LAST_SUCCESS", "MetricsFile", "MetricsSnapshot", "MetricsTicker", "previous_success"]
 
 #: Seconds between writes during a run: node_exporter is scraped every 15-60 s, and a write is
 #: a few hundred bytes, so more often would show nothing new.

@@ -151,6 +151,7 @@ BAD = [
     pytest.param(
         'wait = "yes"\n', None, "c.toml:1: wait: expected a boolean (true or false), got a string", id="text-for-bool"
     ),
+    pytest.param("rate = 2030-01-31\n", None, "c.toml:1: rate: expected a number, got a date", id="date"),
     pytest.param("max-stopped = [1]\n", None, 'expected an integer or a string like "10%", got an array', id="array"),
     pytest.param(
         "rate = 0.001\n", None, "c.toml:1: rate: '0.001' is below 0.01 requests a second", id="refused-by-flag"
