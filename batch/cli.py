@@ -25,6 +25,7 @@ import anyio
 
 from . import inventory_cmd, report_cmd
 from ._version import __version__
+from .config import add_config_arguments, apply_config
 from .credentials import DEFAULT_ENDPOINT, parse_endpoint, resolve_credentials
 from .errors import ImagebatchError, JobListError, RunDirectoryError, UsageError
 from .header import new_run_id
@@ -208,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="image every instance in a job list")
     _add_job_list_args(run, optional=True)
     _add_run_args(run)
+    add_config_arguments(run)
     validate = sub.add_parser("validate", help="check a job list and report every problem")
     _add_job_list_args(validate)
     add_output_option(validate)
@@ -322,6 +324,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "run":
+        try:
+            # Parse again with the file's values as defaults: flags given still win.
+            args = apply_config(parser, args, argv, os.environ)
+        except UsageError as exc:
+            print(f"imagebatch: error: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
     commands = {"run": _cmd_run, "validate": _cmd_validate, "demo": _cmd_demo, "fake-server": _cmd_fake_server}
     commands |= {"inventory": inventory_cmd.main, "report": report_cmd.main}
     try:
