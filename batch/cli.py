@@ -23,7 +23,7 @@ from typing import Any
 
 import anyio
 
-from . import inventory_cmd, report_cmd
+from . import inventory_cmd, plan_cmd, report_cmd
 from ._version import __version__
 from .config import add_config_arguments, apply_config
 from .credentials import DEFAULT_ENDPOINT, parse_endpoint, resolve_credentials
@@ -222,6 +222,16 @@ def build_parser() -> argparse.ArgumentParser:
     from .fake.cli import add_arguments as add_fake_arguments  # light: no server, no aiohttp.web
 
     add_fake_arguments(fake)
+    plan = sub.add_parser(
+        "plan",
+        help="what a run would do (states, skips, failures, calls, time), changing nothing",
+        description="Read what a run reads first and decide every job as the run would; change nothing. "
+        "Exit 0: the run would go through; 1: some jobs would fail or the quota would be met; "
+        "2: bad input; 3: the API could not be asked.",
+    )
+    _add_job_list_args(plan, optional=True)
+    _add_run_args(plan)
+    plan_cmd.add_arguments(plan)
     inventory_cmd.add_parser(sub)
     report_cmd.add_parser(sub)
     return parser
@@ -304,6 +314,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return outcome.exit_code
 
 
+def _cmd_plan(args: argparse.Namespace) -> int:
+    return plan_cmd.main(args, plan_cmd.options_from(args, _OPTION_FIELDS))
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -332,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"imagebatch: error: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
     commands = {"run": _cmd_run, "validate": _cmd_validate, "demo": _cmd_demo, "fake-server": _cmd_fake_server}
-    commands |= {"inventory": inventory_cmd.main, "report": report_cmd.main}
+    commands |= {"inventory": inventory_cmd.main, "report": report_cmd.main, "plan": _cmd_plan}
     try:
         return commands[args.command](args)
     except KeyboardInterrupt:

@@ -1,0 +1,202 @@
+"""``imagebatch plan``: the pure verdicts, and plan against run on the same fake over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from batch.cli import main
+from batch.fake import DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, FakeInstance
+from batch.plan import JobVerdict, job_verdict
+
+from .conftest import FakeFactory, write_csv
+
+ENV = {
+    **os.environ,
+    "ZENLAYER_ACCESS_KEY_ID": DEFAULT_ACCESS_KEY_ID,
+    "ZENLAYER_ACCESS_KEY_SECRET": DEFAULT_ACCESS_KEY_SECRET,
+}
+FAST = ["--backoff-base", "0.05", "--backoff-cap", "0.2", "--lookup-delay", "0.1", "--rate", "200"]
+
+
+@pytest.mark.parametrize(
+    ("state", "existing", "stop_running", "leave_stopped", "action", "code"),
+    [
+        pytest.param("STOPPED", None, False, False, "create", None, id="stopped-created"),
+        pytest.param(
+            "RUNNING", None, False, False, "fail", "OPERATION_DENIED_INSTANCE_STATUS_NOT_SUPPORT", id="running-plain"
+        ),
+        pytest.param("RUNNING", None, True, False, "stop, create, start", None, id="running-cycle"),
+        pytest.param("RUNNING", None, True, True, "stop, create", None, id="running-leave-stopped"),
+        pytest.param("STOPPED", None, True, False, "create", None, id="stopped-never-started"),
+        pytest.param("RECYCLE", None, True, False, "fail", "INSTANCE_RECYCLE", id="recycle"),
+        pytest.param("CREATE_FAILED", None, False, False, "fail", "INSTANCE_CREATE_FAILED", id="create-failed"),
+        pytest.param(None, None, True, False, "fail", "INVALID_INSTANCE_NOT_FOUND", id="unknown-instance"),
+        pytest.param("STOPPING", None, True, False, "wait, then decide", None, id="transitional"),
+        pytest.param("RUNNING", ("img-1", "AVAILABLE"), False, False, "skip", None, id="name-exists-skips-first"),
+        pytest.param("STOPPED", ("img-1", "CREATING"), False, False, "skip", None, id="name-creating-skips"),
+        pytest.param("STOPPED", ("img-1", "FAILED"), False, False, "create", None, id="failed-image-does-not-skip"),
+        pytest.param("STOPPED", ("img-1", "DELETING"), False, False, "create", None, id="deleting-image-does-not-skip"),
+    ],
+)
+def test_job_verdict(
+    state: str | None,
+    existing: tuple[str, str] | None,
+    stop_running: bool,
+    leave_stopped: bool,
+    action: str,
+    code: str | None,
+) -> None:
+    """Each state, name and flag combination gives the action the run takes."""
+    verdict = job_verdict(state, existing, stop_running=stop_running, leave_stopped=leave_stopped)
+    assert verdict == JobVerdict(action, code, verdict.reason)
+    assert verdict.reason
+
+
+async def _cli(*argv: str) -> tuple[int, str]:
+    """``imagebatch ...`` in its own process; the exit code and stdout."""
+    done = await anyio.run_process([sys.executable, "-m", "batch", *argv], env=ENV, check=False)
+    return done.returncode, done.stdout.decode()
+
+
+def _fleet() -> list[FakeInstance]:
+    return [
+        FakeInstance("i-stopped-1"),
+        FakeInstance("i-stopped-2"),
+        FakeInstance("i-running-1", status="RUNNING"),
+        FakeInstance("i-running-2", status="RUNNING"),
+        FakeInstance("i-recycled", status="RECYCLE"),
+        FakeInstance("i-named"),  # its image exists already: skipped
+    ]
+
+
+#: what a job's result status is when the plan said this
+_EXPECTED_STATUS = {
+    "create": "succeeded",
+    "stop, create, start": "succeeded",
+    "stop, create": "succeeded",
+    "skip": "skipped",
+    "fail": "failed",
+}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("stop_running", [False, True], ids=["plain", "stop-running"])
+async def test_plan_agrees_with_the_run(make_fake: FakeFactory, tmp_path: Path, stop_running: bool) -> None:
+    """The plan changes nothing, and the run then does to every job what the plan said (status and code)."""
+    timing = {"stop_seconds": 0.05, "boot_seconds": 0.05, "image_ready_seconds": 0.05}
+    fake = await make_fake(_fleet(), cloud_kwargs=timing)
+    ids = [i.instance_id for i in _fleet()] + ["i-unknown"]
+    jobs = write_csv(tmp_path / "jobs.csv", ids)
+    flags = ["--stop-running", "--max-stopped", "2", "--poll-interval", "0.05"] if stop_running else []
+    # an image by i-named's name exists before either of them runs
+    await _cli(
+        "run",
+        str(write_csv(tmp_path / "one.csv", ["i-named"])),
+        "--endpoint",
+        fake.url,
+        "--quiet",
+        "--out",
+        str(tmp_path / "first"),
+        "--name-template",
+        "nightly-{instanceId}",
+        *FAST,
+    )
+    before = fake.inspect()
+    code, out = await _cli(
+        "plan",
+        str(jobs),
+        "--endpoint",
+        fake.url,
+        "--output",
+        "json",
+        "--name-template",
+        "nightly-{instanceId}",
+        *FAST,
+        *flags,
+    )
+    plan: dict[str, Any] = json.loads(out)
+    after = fake.inspect()
+    assert after["instanceStates"] == before["instanceStates"]
+    assert after.get("images") == before.get("images")
+    assert code == 1  # some jobs would fail
+    assert plan["exitCode"] == 1
+    run_code, _ = await _cli(
+        "run",
+        str(jobs),
+        "--endpoint",
+        fake.url,
+        "--quiet",
+        "--out",
+        str(tmp_path / "run"),
+        "--name-template",
+        "nightly-{instanceId}",
+        *FAST,
+        *flags,
+    )
+    results = {
+        r["instanceId"]: r for r in map(json.loads, (tmp_path / "run" / "results.jsonl").read_text().splitlines())
+    }
+    assert run_code == 1
+    for row in plan["jobList"]:
+        result = results[row["instanceId"]]
+        assert result["status"] == _EXPECTED_STATUS[row["action"]], (row, result)
+        if row["action"] == "fail" and stop_running:
+            assert result["error"]["code"] == row["code"], (row, result)
+    planned = {row["instanceId"]: row["action"] for row in plan["jobList"]}
+    assert planned["i-named"] == "skip"
+    assert planned["i-unknown"] == "fail"
+    assert planned["i-running-1"] == ("stop, create, start" if stop_running else "fail")
+
+
+@pytest.mark.anyio
+async def test_plan_exit_codes_for_bad_input(make_fake: FakeFactory, tmp_path: Path) -> None:
+    """Refused credentials and a bad job list end a plan with exit 2 and a message, no traceback."""
+    fake = await make_fake([FakeInstance("i-1")])
+    jobs = write_csv(tmp_path / "jobs.csv", ["i-1"])
+    env = {**ENV, "ZENLAYER_ACCESS_KEY_SECRET": "wrong-secret"}
+    done = await anyio.run_process(
+        [sys.executable, "-m", "batch", "plan", str(jobs), "--endpoint", fake.url], env=env, check=False
+    )
+    assert done.returncode == 2
+    assert b"refused the credentials" in done.stderr
+    assert b"Traceback" not in done.stderr
+    assert b"wrong-secret" not in done.stderr + done.stdout
+    bad = tmp_path / "bad.csv"
+    bad.write_text("instanceId\n\n", encoding="utf-8")
+    code, _ = await _cli("plan", str(bad), "--endpoint", fake.url)
+    assert code == 2
+    code, _ = await _cli("plan", "--endpoint", fake.url)
+    assert code == 2
+
+
+@pytest.mark.anyio
+async def test_plan_quota(make_fake: FakeFactory, tmp_path: Path) -> None:
+    """--quota below the images the run would hold makes the plan say so and exit 1."""
+    fake = await make_fake([FakeInstance(f"i-{n}") for n in range(5)])
+    jobs = write_csv(tmp_path / "jobs.csv", [f"i-{n}" for n in range(5)])
+    code, out = await _cli("plan", str(jobs), "--endpoint", fake.url, "--quota", "4", *FAST)
+    assert code == 1
+    assert "OVER the quota" in out
+    code, out = await _cli("plan", str(jobs), "--endpoint", fake.url, "--quota", "5", *FAST)
+    assert code == 0
+    assert "within" in out
+
+
+@pytest.mark.anyio
+async def test_plan_of_ten_thousand_jobs_takes_about_110_calls(make_fake: FakeFactory, tmp_path: Path) -> None:
+    """10,000 jobs are planned with one listing page and 100 state look-ups, counted by the fake."""
+    ids = [f"i-{n:05d}" for n in range(10_000)]
+    fake = await make_fake([FakeInstance(i) for i in ids])
+    jobs = write_csv(tmp_path / "jobs.csv", ids)
+    code, out = await _cli("plan", str(jobs), "--endpoint", fake.url, "--output", "json", "--rate", "1000")
+    plan = json.loads(out)
+    assert code == 0
+    assert plan["planCalls"] == {"DescribeCustomImages": 1, "DescribeInstancesStatus": 100}
+    assert sum(fake.inspect()["calls"].values()) <= 110
