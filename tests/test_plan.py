@@ -11,7 +11,6 @@ from typing import Any
 import anyio
 import pytest
 
-from batch.cli import main
 from batch.fake import DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, FakeInstance
 from batch.plan import JobVerdict, job_verdict
 
