@@ -28,14 +28,11 @@ from .errors import ApiError, FatalRunError
 from .journal import JournalWriter
 from .models import Status
 from .options import RunOptions
+from .policy import Attempts, Call, Retry, RetryOptions, Verdict, decide
 from .power import RUNNING, STOPPED, DownCap, PowerLedger
 from .tracking import Batcher, BatchResult, Outcome, Resolution, StatePoller
 
 __all__ = ["Lifecycle", "PowerFacts"]
-
-#: Starts (and stops) tried per job before it gives up and leaves the instance to the run's
-#: final restore.
-_POWER_TRIES = 5
 
 
 @dataclass(slots=True)
@@ -117,6 +114,7 @@ class Lifecycle:
     ) -> None:
         self.host = host
         self.options = host.options
+        self.retry = RetryOptions.of(host.options)
         self.cap = cap
         self.ledger = ledger
         self._clock = clock
@@ -210,9 +208,9 @@ class Lifecycle:
         elif step == "start-check":
             if state == RUNNING:
                 self._running(st)
-            elif state == STOPPED and power.start_tries < _POWER_TRIES:
+            elif state == STOPPED and isinstance(again := self._again(power.start_tries, None, "START_FAILED"), Retry):
                 power.step = "start"
-                self.host.resume_job(st, delay=self._backoff(power.start_tries))
+                self.host.resume_job(st, delay=again.delay)
             else:
                 self._give_up_start(st, f"instance {state or 'unseen'} and StartInstances refused")
         elif step == "starting":
@@ -240,7 +238,8 @@ class Lifecycle:
         # Listed as failed, or the call failed: the stop may have been applied (a lost answer);
         # from here on treat the instance as stopped by us until it is seen RUNNING.
         power.stopped_by_us = True
-        if power.stop_tries >= _POWER_TRIES:
+        error = None if isinstance(r.error, FatalRunError) else r.error  # the run stops; the job waits to be released
+        if not isinstance(self._again(power.stop_tries, error, "STOP_FAILED"), Retry):
             code = r.error.code if r.error else "STOP_FAILED"
             self._fail(st, code, "StopInstances kept failing for this instance")
             return
@@ -275,8 +274,12 @@ class Lifecycle:
         elif r.outcome is Outcome.REACHED and state == RUNNING:
             if power.stopped_by_us and power.stop_tries:
                 # A stop that failed or was lost: the instance is RUNNING, try the stop again.
+                again = self._again(power.stop_tries, None, "STOP_FAILED")
+                if not isinstance(again, Retry):
+                    self._fail(st, "STOP_FAILED", "StopInstances kept failing for this instance")
+                    return
                 power.step = "stop"
-                self.host.resume_job(st, delay=self._backoff(power.stop_tries))
+                self.host.resume_job(st, delay=again.delay)
             elif power.held_slot or self.cap.try_take(st.job.group):
                 power.held_slot = True
                 self._go(st, "stop")
@@ -339,9 +342,11 @@ class Lifecycle:
         self.poller.await_instance(st, st.job.instance_id, want, self._clock() + timeout)
         self.poller.poll_soon()
 
-    def _backoff(self, tries: int) -> float:
-        """Seconds before a power call is tried again (the run's back-off, doubling per try)."""
-        return min(self.options.backoff_cap, self.options.backoff_base * 2.0 ** max(0, tries - 1))
+    def _again(self, tries: int, err: ApiError | None, code: str) -> Verdict:
+        """Whether a power call that failed for an id is tried again, and after how long (the
+        run's retry policy: :data:`batch.policy.POWER_TRIES` tries, the back-off doubling)."""
+        failure = err or ApiError(code, "the call listed this instance as failed")
+        return decide(failure, Attempts(failures=tries), self.retry, call=Call.POWER)
 
     def _go(self, st: Any, step: str) -> None:
         st.power.step = step

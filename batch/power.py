@@ -197,4 +197,3 @@ async def restore_power(
             break
         await sleep(interval)
     return ledger.not_running()
-

@@ -39,12 +39,15 @@ from .lifecycle import Lifecycle, PowerFacts
 from .models import Job, JobResult, Status
 from .options import RunOptions, parse_max_stopped
 from .policy import (
-    LOOKUP_ATTEMPTS,
     OUTCOME_UNKNOWN,
-    Next,
-    after_create_error,
-    after_lookup_error,
+    Attempts,
+    Call,
+    Retry,
+    RetryOptions,
+    StopRun,
+    Verdict,
     counts_as_failure,
+    decide,
     lookup_failed,
     lookup_timeout,
     lookups_possible_after,
@@ -204,6 +207,7 @@ class Run:
         self.notice = notice or (lambda _text: None)
         self.handle_signals = handle_signals
         self.rng = random.Random(options.seed)  # noqa: S311 - jitter, not crypto
+        self.retry = RetryOptions.of(options)
         self.calls: Counter[str] = Counter()
         self.codes: Counter[str] = Counter()
         self.by_status: Counter[str] = Counter()
@@ -264,6 +268,7 @@ class Run:
         parse_endpoint(self.endpoint)
         self.options = prepared.options
         self.rng = random.Random(self.options.seed)  # noqa: S311 - jitter, not crypto
+        self.retry = RetryOptions.of(self.options)
         self.waiter = ImageWaiter(timeout=self.options.wait_timeout)
         self.total_jobs = prepared.validation.jobs
         self._validation = prepared.validation
@@ -370,12 +375,16 @@ class Run:
                     LISTING_DONE, matching=len(found), pages=self._listing_pages, images=self._listing_images
                 )
                 return
-            except (FatalRunError, PermanentJobError):
-                raise
             except ApiError as err:
                 attempt += 1
+                wait = self.meter.on_throttled(err.retry_after) if isinstance(err, ThrottledError) else 0.0
+                # A read: its own budget, not --max-attempts.
+                attempts = Attempts(failures=attempt, server_wait=wait, jitter=self.rng.random())
+                verdict = decide(err, attempts, self.retry, call=Call.LISTING)
+                if isinstance(err, (FatalRunError, PermanentJobError)):
+                    raise
                 self.retries += 1
-                if attempt >= LOOKUP_ATTEMPTS:  # a read: its own budget, not --max-attempts
+                if not isinstance(verdict, Retry):
                     raise FatalRunError(
                         err.code,
                         f"could not list existing images after {attempt} attempt{'s' * (attempt != 1)}: {err.message}",
@@ -383,11 +392,7 @@ class Run:
                         request_id=err.request_id,
                         action=err.action,
                     ) from err
-                if isinstance(err, ThrottledError):
-                    await anyio.sleep(self.meter.on_throttled(err.retry_after))  # Retry-After, if any
-                await anyio.sleep(
-                    full_jitter(attempt, base=self.options.backoff_base, cap=self.options.backoff_cap, rng=self.rng)
-                )
+                await anyio.sleep(verdict.delay)  # Retry-After, if any, then the back-off
 
     # ----- jobs ------------------------------------------------------------------------------
 
@@ -589,46 +594,42 @@ class Run:
         st.reconcile, st.lookup_failures, st.lookup_throttled = False, 0, 0
         return found
 
-    def _lookup_failed(self, st: _JobState, err: ApiError) -> tuple[Next, float]:
-        """Count a failed look-up; return what comes next and, for a retry, the back-off."""
-        opts = self.options
+    def _lookup_failed(self, st: _JobState, err: ApiError) -> Verdict:
+        """Count a failed look-up; return what comes next (a retry carries its back-off)."""
         if err.request_id and err.request_id not in st.request_ids:
             st.request_ids.append(err.request_id)
-        throttled = isinstance(err, ThrottledError)
-        if throttled:
+        if isinstance(err, ThrottledError):
             st.lookup_throttled += 1
+            st.throttled += 1
+            self.meter.throttle.on_throttled()
         else:
             st.lookup_failures += 1
-        decision = after_lookup_error(err, failures=st.lookup_failures, throttled=st.lookup_throttled)
-        if decision.next is Next.STOP_RUN:
-            self._lookups_off = True
-            return decision.next, 0.0
-        if decision.next is not Next.RETRY:
-            return decision.next, 0.0
-        if throttled:
-            self.meter.throttle.on_throttled()
-            st.throttled += 1
-            delay = err.retry_after or full_jitter(
-                min(st.throttled, 4), base=opts.backoff_base / 4, cap=opts.backoff_cap, rng=self.rng
-            )
-        else:
-            delay = full_jitter(st.lookup_failures - 1, base=opts.backoff_base, cap=opts.backoff_cap, rng=self.rng)
-        self.events.log.info(
-            RETRY_SCHEDULED,
-            instanceId=st.job.instance_id,
-            code=err.code,
-            backoffSeconds=round(delay, 3),
-            step="look-up",
+        attempts = Attempts(
+            failures=st.lookup_failures,
+            throttled=st.lookup_throttled,
+            server_wait=err.retry_after or 0.0,
+            jitter=self.rng.random(),
         )
-        return Next.RETRY, delay
+        verdict = decide(err, attempts, self.retry, call=Call.LOOKUP)
+        if isinstance(verdict, StopRun):
+            self._lookups_off = True
+        elif isinstance(verdict, Retry):
+            self.events.log.info(
+                RETRY_SCHEDULED,
+                instanceId=st.job.instance_id,
+                code=err.code,
+                backoffSeconds=round(verdict.delay, 3),
+                step="look-up",
+            )
+        return verdict
 
     def _on_lookup_error(self, st: _JobState, err: ApiError) -> None:
         """A look-up by name failed: look again later, or end the job ``unknown``."""
-        step, delay = self._lookup_failed(st, err)
-        if step is Next.RETRY:
-            self.dispatcher.retry_at(st, time.monotonic() + delay)
+        verdict = self._lookup_failed(st, err)
+        if isinstance(verdict, Retry):
+            self.dispatcher.retry_at(st, time.monotonic() + verdict.delay)
             return
-        if step is Next.STOP_RUN:
+        if isinstance(verdict, StopRun):
             self._stop_fatal(err)
         self._end_unknown(st, lookup_failed(err, st.lookup_failures))
         self.dispatcher.done()
@@ -714,31 +715,27 @@ class Run:
                 st.reconcile = True
             st.first_busy_at = st.first_busy_at or now
             busy_seconds = now - st.first_busy_at
-        decision = after_create_error(
-            err,
-            failures=st.failures,
-            max_attempts=opts.max_attempts,
-            busy_seconds=busy_seconds,
-            busy_timeout=opts.busy_timeout,
-        )
-        if decision.next is Next.STOP_RUN:
-            self._stop_fatal(err)
-        if decision.next is not Next.RETRY:
-            assert decision.status is not None
-            self._end(st, decision.status, error=err, reason=decision.reason)
-            return
-        if isinstance(err, InstanceBusyError):
-            assert st.first_busy_at is not None
-            delay = full_jitter(st.busy_waits, base=opts.backoff_base, cap=opts.backoff_cap, rng=self.rng)
-            delay = min(delay, max(0.0, st.first_busy_at + opts.busy_timeout - now))
-            st.busy_waits += 1
-        elif isinstance(err, ThrottledError):
+        wait = 0.0
+        if isinstance(err, ThrottledError):
             wait = self.meter.on_throttled(err.retry_after)
             st.throttled += 1
-            delay = full_jitter(min(st.throttled, 4), base=opts.backoff_base / 4, cap=opts.backoff_cap, rng=self.rng)
-            delay = max(delay, wait)  # never before the server's Retry-After
-        else:
-            delay = full_jitter(st.failures - 1, base=opts.backoff_base, cap=opts.backoff_cap, rng=self.rng)
+        attempts = Attempts(
+            failures=st.failures,
+            throttled=st.throttled,
+            busy_seconds=busy_seconds,
+            busy_waits=st.busy_waits,
+            server_wait=wait,
+            jitter=self.rng.random(),
+        )
+        verdict = decide(err, attempts, self.retry, call=Call.CREATE)
+        if isinstance(verdict, StopRun):
+            self._stop_fatal(err)
+        if not isinstance(verdict, Retry):
+            self._end(st, verdict.status, error=err, reason=verdict.reason)
+            return
+        if isinstance(err, InstanceBusyError):
+            st.busy_waits += 1
+        delay = verdict.delay
         self.retries += 1
         self.events.log.info(
             RETRY_SCHEDULED,
@@ -879,11 +876,11 @@ class Run:
             try:
                 found = await self._look_up(st)
             except ApiError as err:
-                step, delay = self._lookup_failed(st, err)
+                verdict = self._lookup_failed(st, err)
                 why = lookup_failed(err, st.lookup_failures)
-                if step is not Next.RETRY:
+                if not isinstance(verdict, Retry):
                     break
-                await anyio.sleep(delay)  # nothing else is left to do while the run stops
+                await anyio.sleep(verdict.delay)  # nothing else is left to do while the run stops
                 continue
             if found is None:
                 self._end_not_found(st, ending)
