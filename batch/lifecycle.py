@@ -119,10 +119,12 @@ class Lifecycle:
         self.ledger = ledger
         self._clock = clock
         interval = self.options.poll_interval
-        self.poller: StatePoller[Any] = StatePoller(client, interval=interval, min_gap=min(1.0, interval))
-        self.stops: Batcher[Any] = Batcher(lambda ids: client.stop_instances(ids, force_shutdown=False))
-        self.forced_stops: Batcher[Any] = Batcher(lambda ids: client.stop_instances(ids, force_shutdown=True))
-        self.starts: Batcher[Any] = Batcher(client.start_instances)
+        self.poller: StatePoller[Any] = StatePoller(client, interval=interval, min_gap=min(1.0, interval), clock=clock)
+        self.stops: Batcher[Any] = Batcher(lambda ids: client.stop_instances(ids, force_shutdown=False), clock=clock)
+        self.forced_stops: Batcher[Any] = Batcher(
+            lambda ids: client.stop_instances(ids, force_shutdown=True), clock=clock
+        )
+        self.starts: Batcher[Any] = Batcher(client.start_instances, clock=clock)
         #: jobs waiting for a slot under the cap, in list order
         self.queue: deque[Any] = deque()
 

@@ -23,6 +23,7 @@ from typing import Any
 import anyio
 
 from .client import CreatedImage, RequestRecord, ZecClient
+from .clock import SYSTEM_CLOCK, Clock
 from .credentials import DEFAULT_ENDPOINT, Credentials, parse_endpoint
 from .errors import (
     ApiError,
@@ -164,6 +165,9 @@ class _JobState:
     power: PowerFacts | None = None
 
 
+#: Makes a run's API client; called like :class:`ZecClient` (endpoint, credentials, keywords).
+ClientFactory = Callable[..., ZecClient]
+
 _CURRENT: contextvars.ContextVar[_JobState | None] = contextvars.ContextVar("imagebatch_job", default=None)
 
 
@@ -178,6 +182,12 @@ class Run:
         endpoint: API base URL.
         progress: called about once a second, and at the end, with a :class:`Progress`.
         handle_signals: stop gracefully on SIGINT/SIGTERM (main thread only).
+        explicit: names of the options given on the command line (default: those that differ
+            from their defaults).
+        notice: called with each line worth telling the user on stderr.
+        clock: the monotonic and wall clocks (tests pass fake ones instead of sleeping).
+        client_factory: makes the run's API client, called like :class:`ZecClient` (tests may
+            wrap it).
     """
 
     def __init__(
@@ -192,11 +202,15 @@ class Run:
         handle_signals: bool = False,
         explicit: Collection[str] | None = None,
         notice: Callable[[str], None] | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        client_factory: ClientFactory = ZecClient,
     ) -> None:
         options.check(combined=not options.resume)
         if isinstance(job_list, Path):
             job_list = JobSource(str(job_list), path=job_list)
         self.source = job_list
+        self.clock = clock
+        self.client_factory = client_factory
         self.options = options
         #: options given on the command line (a resume takes the others from run.json)
         self.explicit = frozenset(explicit) if explicit is not None else options.non_default()
@@ -223,9 +237,9 @@ class Run:
         self._listed_done = 0
         self._segments: list[dict[str, Any]] = []
         self._segment_id = uuid.uuid4().hex[:12]
-        self._started = time.time()
-        self.waiter: ImageWaiter[_JobState] = ImageWaiter(timeout=options.wait_timeout)
-        self._t0 = time.monotonic()
+        self._started = clock.wall()
+        self.waiter: ImageWaiter[_JobState] = ImageWaiter(timeout=options.wait_timeout, clock=clock.monotonic)
+        self._t0 = clock.monotonic()
         # What progress shows: the phase, the listing's pages and images, requests on the wire.
         self._phase = "starting"
         self._listing_pages = 0
@@ -243,7 +257,7 @@ class Run:
         #: this process's exit code, once its work is over (for the journal's last checkpoint)
         self._final_exit: int | None = None
         #: the instances this run stopped (in every process) and has not seen RUNNING again
-        self._ledger = PowerLedger(record_started=self._record_started)
+        self._ledger = PowerLedger(record_started=self._record_started, clock=clock.wall)
         self._cap: DownCap | None = None
         self._life: Lifecycle | None = None
         #: instances the run's final restore could not start (exit code 5)
@@ -269,7 +283,7 @@ class Run:
         self.options = prepared.options
         self.rng = random.Random(self.options.seed)  # noqa: S311 - jitter, not crypto
         self.retry = RetryOptions.of(self.options)
-        self.waiter = ImageWaiter(timeout=self.options.wait_timeout)
+        self.waiter = ImageWaiter(timeout=self.options.wait_timeout, clock=self.clock.monotonic)
         self.total_jobs = prepared.validation.jobs
         self._validation = prepared.validation
         for warning in prepared.validation.warnings:
@@ -289,12 +303,13 @@ class Run:
         # A job the last process may have sent CreateImage for is looked up no sooner than
         # --lookup-delay after this process started: that process may have sent it at any moment
         # after its last checkpoint, up to its death, which was before this start.
-        self._resume_look_after = time.monotonic() + self.options.lookup_delay
+        self._resume_look_after = self.clock.monotonic() + self.options.lookup_delay
         return prepared.jobs, prepared.header
 
     # ----- API plumbing ----------------------------------------------------------------------
 
     async def _gate(self, _action: str) -> None:
+        # Real seconds: the rate limiter waits on the real clock, whatever the run's clock says.
         started = time.monotonic()
         await self.meter.acquire()
         # Counted down in _observe, which the client calls once for every request it sends.
@@ -456,7 +471,7 @@ class Run:
             life.divert_to_start(st, status, kwargs)
             self.dispatcher.push(st)
             return
-        now = time.time()
+        now = self.clock.wall()
         if life is not None:
             life.ended(st)
         result = JobResult(
@@ -504,7 +519,7 @@ class Run:
     async def _process(self, st: _JobState) -> None:
         job = st.job
         if not st.started_at:
-            st.started_at = time.time()
+            st.started_at = self.clock.wall()
             existing = self._existing.get(job.image_name)
             if existing is not None:
                 image_id, image_status = existing
@@ -521,12 +536,12 @@ class Run:
                 return
             if st.power.step in {"stop", "force", "start"}:
                 if self.dispatcher.stopped and st.power.step != "start":
-                    self.dispatcher.retry_at(st, time.monotonic())  # stopping: stop nothing more
+                    self.dispatcher.retry_at(st, self.clock.monotonic())  # stopping: stop nothing more
                     return
                 await self._life.step(st)
                 return
         if st.reconcile or st.confirm is not None:
-            if time.monotonic() < st.look_after and not self.dispatcher.stopped:
+            if self.clock.monotonic() < st.look_after and not self.dispatcher.stopped:
                 self.dispatcher.retry_at(st, st.look_after)  # too soon: a new image may not be listed yet
                 return
             try:
@@ -545,7 +560,7 @@ class Run:
         if self.dispatcher.stopped:
             # The run is stopping: send nothing new. Given back, the job is settled by a worker
             # (after a fatal error) or left to --resume (after a signal or a changed job list).
-            self.dispatcher.retry_at(st, time.monotonic())
+            self.dispatcher.retry_at(st, self.clock.monotonic())
             return
         try:
             if not st.intent_written:
@@ -627,7 +642,7 @@ class Run:
         """A look-up by name failed: look again later, or end the job ``unknown``."""
         verdict = self._lookup_failed(st, err)
         if isinstance(verdict, Retry):
-            self.dispatcher.retry_at(st, time.monotonic() + verdict.delay)
+            self.dispatcher.retry_at(st, self.clock.monotonic() + verdict.delay)
             return
         if isinstance(verdict, StopRun):
             self._stop_fatal(err)
@@ -699,7 +714,7 @@ class Run:
     def _on_error(self, st: _JobState, err: ApiError) -> None:
         """CreateImage failed: retry later, or end the job (the run too, on a fatal error)."""
         opts = self.options
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if err.request_id and err.request_id not in st.request_ids:
             st.request_ids.append(err.request_id)
         if err.may_have_committed:
@@ -752,7 +767,7 @@ class Run:
             st.confirm = _Ending(status, error, reason)
             # A short back-off first: an image created a moment ago may not be listed yet.
             delay = full_jitter(0, base=self.options.backoff_base, cap=self.options.backoff_cap, rng=self.rng)
-            delay = max(delay, st.look_after - time.monotonic())
+            delay = max(delay, st.look_after - self.clock.monotonic())
             self.events.log.info(
                 RETRY_SCHEDULED,
                 instanceId=st.job.instance_id,
@@ -760,7 +775,7 @@ class Run:
                 backoffSeconds=round(delay, 3),
                 step="look-up before ending",
             )
-            self.dispatcher.retry_at(st, time.monotonic() + delay)
+            self.dispatcher.retry_at(st, self.clock.monotonic() + delay)
             return
         self._finish(st, status, error=error, reason=reason)
         self.dispatcher.done()
@@ -769,7 +784,7 @@ class Run:
 
     def resume_job(self, st: _JobState, delay: float = 0.0) -> None:
         """Hand a parked job back to a worker."""
-        self.dispatcher.retry_at(st, time.monotonic() + delay)
+        self.dispatcher.retry_at(st, self.clock.monotonic() + delay)
 
     def end_job(self, st: _JobState, status: Status, **kwargs: Any) -> None:
         """End a parked job (or, if its instance is stopped by this run, send it to its start)."""
@@ -871,7 +886,7 @@ class Run:
             self._finish(st, ending.status, error=ending.error, reason=ending.reason)
             return
         why = "the run stopped before a look-up by name could be sent"
-        await anyio.sleep(max(0.0, st.look_after - time.monotonic()))  # a new image may be listed late
+        await anyio.sleep(max(0.0, st.look_after - self.clock.monotonic()))  # a new image may be listed late
         while not self._lookups_off:
             try:
                 found = await self._look_up(st)
@@ -923,7 +938,7 @@ class Run:
     # ----- the run ---------------------------------------------------------------------------
 
     def _snapshot(self) -> Progress:
-        elapsed = time.monotonic() - self._t0
+        elapsed = self.clock.monotonic() - self._t0
         calls = sum(self.calls.values())
         dispatcher = getattr(self, "dispatcher", None)
         phase, detail = self._phase, ""
@@ -997,7 +1012,7 @@ class Run:
         return segment_record(
             segment_id=self._segment_id,
             started_at=self._started,
-            now=time.time(),
+            now=self.clock.wall(),
             calls=self.calls,
             codes=self.codes,
             retries=self.retries,
@@ -1076,8 +1091,10 @@ class Run:
         # fsync, a smaller one fewer look-ups on resume for jobs recorded but never sent. Half a
         # second of requests (at least two per worker, at most 256) keeps both small.
         admit_batch = int(min(256, max(2 * self.options.concurrency, self.options.rate / 2)))
-        self.dispatcher: Dispatcher[_JobState] = Dispatcher(self._source(jobs), admit=self._admit, batch=admit_batch)
-        client = ZecClient(
+        self.dispatcher: Dispatcher[_JobState] = Dispatcher(
+            self._source(jobs), admit=self._admit, batch=admit_batch, clock=self.clock.monotonic
+        )
+        client = self.client_factory(
             self.endpoint or DEFAULT_ENDPOINT,
             self.credentials,
             pool_size=self.options.concurrency,
@@ -1095,7 +1112,7 @@ class Run:
                     outer.start_soon(self._watch_signals, work, outer.cancel_scope)
                 outer.start_soon(self._tick)
                 if self._cap is not None:
-                    self._life = Lifecycle(self, client, self._cap, self._ledger)
+                    self._life = Lifecycle(self, client, self._cap, self._ledger, clock=self.clock.monotonic)
                 with work:
                     if self._ledger.not_running() and not self.options.leave_stopped:
                         # The restart guarantee first: an earlier process stopped these.
