@@ -140,6 +140,30 @@ class PowerLedger:
         return [i for i in self.stopped if i not in self.running_again]
 
 
+async def _each_on_its_own(send: Callable[[list[str]], Awaitable[object]], ids: list[str]) -> None:
+    """Send ``ids`` in one call; if the whole call is refused, send each id on its own.
+
+    One id the API refuses (or a fault tied to one instance) can fail a whole batch: without
+    this, the same batch would fail at every round and every instance in it would stay down.
+    A fatal error (credentials) is raised at once; other errors of single ids are left to the
+    next round's look-up.
+    """
+    try:
+        await send(ids)
+    except FatalRunError:
+        raise
+    except ApiError:
+        if len(ids) == 1:
+            raise
+        for instance_id in ids:
+            try:
+                await send([instance_id])
+            except FatalRunError:
+                raise
+            except ApiError:
+                continue  # this one is looked up again at the next round
+
+
 async def restore_power(
     client: ZecClient,
     ledger: PowerLedger,
@@ -182,12 +206,12 @@ async def restore_power(
             # A graceful stop may hang in STOPPING: force it, then the next round starts it.
             stuck = [i for i in pending if states.get(i) == "STOPPING"]
             if stuck:
-                await client.stop_instances(stuck, force_shutdown=True)
+                await _each_on_its_own(lambda ids: client.stop_instances(ids, force_shutdown=True), stuck)
                 for instance_id in stuck:
                     ledger.forced.add(instance_id)
             to_start = [i for i in pending if states.get(i) == STOPPED]
             if to_start:
-                await client.start_instances(to_start)
+                await _each_on_its_own(client.start_instances, to_start)
         except FatalRunError:
             break
         except ApiError:
