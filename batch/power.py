@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 
@@ -100,6 +101,8 @@ class PowerLedger:
     downtime: dict[str, float] = field(default_factory=dict)
     #: instances owed a start that are gone (not found, recycled): no longer owed, reported
     gone: dict[str, str] = field(default_factory=dict)
+    #: instances this process sent StopInstances for (a resumed run sums its processes' counts)
+    sent_here: set[str] = field(default_factory=set)
     _accepted: set[str] = field(default_factory=set)
 
     def stop_sent(self, instance_id: str) -> None:
@@ -108,6 +111,7 @@ class PowerLedger:
         if instance_id not in self.stopped or instance_id in self.running_again:
             self.stopped[instance_id] = self.clock()  # a new cycle; a re-sent stop keeps its start
         self.running_again.discard(instance_id)
+        self.sent_here.add(instance_id)
 
     def stop_accepted(self, instance_id: str, *, forced: bool) -> None:
         """StopInstances was accepted: downtime counts from the first acceptance."""
@@ -134,6 +138,19 @@ class PowerLedger:
         if since:
             self.downtime[instance_id] = max(0.0, self.clock() - since)
         return self.downtime.get(instance_id)
+
+    def segment(self) -> dict[str, Any]:
+        """This process's share of the run's power counters, for its journal checkpoints; with
+        ``downSince``, the wall time each instance still down went down (a resume carries it)."""
+        downtimes = list(self.downtime.values())
+        return {
+            "stopped": len(self.sent_here),
+            "started": len(self.running_again),
+            "forced": len(self.forced),
+            "downtimeSecondsTotal": round(sum(downtimes), 3),
+            "downtimeSecondsLongest": round(max(downtimes), 3) if downtimes else 0.0,
+            "downSince": {i: self.stopped[i] for i in self.not_running() if self.stopped[i]},
+        }
 
     def not_running(self) -> list[str]:
         """Instances this run stopped and has not seen RUNNING again."""

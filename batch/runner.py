@@ -264,6 +264,8 @@ class Run:
         self._left_stopped: list[str] = []
         #: jobs ended while the run stopped, whose instance it stopped: written after the restore
         self._after_restore: list[tuple[_JobState, Status, dict[str, Any]]] = []
+        #: ``--stop-running`` on resume: earlier processes' power facts, by instance
+        self._power_history: dict[str, dict[str, Any]] = {}
 
     # ----- set-up ----------------------------------------------------------------------------
 
@@ -295,8 +297,14 @@ class Run:
         self.error_codes.update(prepared.error_codes)
         self._segments = prepared.segments
         self.resumed = prepared.resumed
+        # When each owed instance went down, as the earlier processes' checkpoints say (0.0:
+        # unknown, no downtime is counted for it).
+        down_since: dict[str, float] = {}
+        for segment in self._segments:
+            down_since.update((segment.get("power") or {}).get("downSince") or {})
         for instance_id in prepared.owed_starts:
-            self._ledger.stopped[instance_id] = 0.0  # downtime unknown: stopped by an earlier process
+            self._ledger.stopped[instance_id] = float(down_since.get(instance_id, 0.0))
+        self._power_history = prepared.power_history
         if self.options.stop_running:
             limit = parse_max_stopped(self.options.max_stopped, self.total_jobs)
             self._cap = DownCap(limit, self.options.max_stopped_per_group)
@@ -420,6 +428,13 @@ class Run:
                 if job.instance_id in self._done_ids:
                     continue
                 sent = job.instance_id in self._intents
+                power = PowerFacts() if self._cap is not None else None
+                before = self._power_history.get(job.instance_id)
+                if power is not None and before is not None:
+                    # What earlier processes did to the instance stays in the job's record.
+                    power.state_at_start = before.get("stateAtStart")
+                    power.actions = [str(a) for a in before.get("actions") or []]
+                    power.forced = bool(before.get("forced"))
                 yield _JobState(
                     job,
                     reconcile=sent,
@@ -427,7 +442,7 @@ class Run:
                     resumed_intent=sent,
                     intent_written=sent,
                     look_after=self._resume_look_after if sent else 0.0,
-                    power=PowerFacts() if self._cap is not None else None,
+                    power=power,
                 )
         except JobListError as exc:
             # The file was validated before the first call; a bad row now means it was changed
@@ -524,6 +539,7 @@ class Run:
             if existing is not None:
                 image_id, image_status = existing
                 if st.resumed_intent:
+                    self._carry_restore(st)
                     self._created(st, image_id, image_status, _ADOPTED_RESUMED)
                 else:
                     reason = f"an image named {job.image_name!r} already exists ({image_status})"
@@ -573,6 +589,20 @@ class Run:
             self._on_error(st, err)
             return
         self._created(st, created.image_id, "CREATING")
+
+    def _carry_restore(self, st: _JobState) -> None:
+        """A job adopted on resume: what this process's first restore did to its instance (an
+        earlier process stopped it) goes into its record; one still down is the job's to start."""
+        power, iid = st.power, st.job.instance_id
+        if power is None or iid not in self._ledger.stopped:
+            return
+        if iid in self._ledger.running_again:
+            power.started = True
+            if power.actions[-1:] != ["started"]:
+                power.actions.append("started")
+            power.downtime = self._ledger.downtime.get(iid)
+        else:
+            power.stopped_by_us = True  # not RUNNING again yet: started before the job ends
 
     def _created(self, st: _JobState, image_id: str, image_status: str, reason: str | None = None) -> None:
         """The job has its image: done now, or (``--wait``) when the image is AVAILABLE."""
@@ -928,6 +958,7 @@ class Run:
                 why = f"the listing of existing images failed ({self.fatal.code if self.fatal else 'stopped'})"
                 self._end_unknown(st, why)
             elif existing is not None:
+                self._carry_restore(st)
                 self._finish(
                     st, Status.SUCCEEDED, image_id=existing[0], image_status=existing[1], reason=_ADOPTED_RESUMED
                 )
@@ -1018,7 +1049,14 @@ class Run:
             retries=self.retries,
             stopped_by=self.stopped_by,
             exit_code=exit_code if exit_code is not None else self._final_exit,
+            power=self._power_segment(),
         )
+
+    def _power_segment(self) -> dict[str, Any] | None:
+        """This process's power counters (None for a plain run)."""
+        if self._cap is None and not self._ledger.stopped:
+            return None
+        return {**self._ledger.segment(), "peakStopped": self._cap.peak if self._cap is not None else 0}
 
     def _summary(self, header: RunHeader, exit_code: int, *, worked: bool = True) -> dict[str, Any]:
         segments = [*self._segments, self._segment(exit_code)] if worked else self._segments
@@ -1034,24 +1072,27 @@ class Run:
             stop_cause=self.fatal,
             exit_code=exit_code,
             throttle_decreases=meter.throttle.decreases if meter is not None else 0,
-            power=self._power_summary(),
+            power=self._power_summary(segments),
         )
 
-    def _power_summary(self) -> dict[str, Any] | None:
-        """``--stop-running``: what the run did to the fleet's power (None for a plain run)."""
+    def _power_summary(self, segments: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """``--stop-running``: what the run did to the fleet's power, summed over every process
+        of the run (None for a plain run)."""
         ledger = self._ledger
-        if self._cap is None and not ledger.stopped:
+        shares = [s["power"] for s in segments if s.get("power")]
+        if self._cap is None and not ledger.stopped and not shares:
             return None
-        downtimes = list(ledger.downtime.values())
         left = ledger.not_running()
         return {
-            "instancesStopped": len(ledger.stopped),
-            "instancesStarted": len(ledger.running_again),
-            "forcedStops": len(ledger.forced),
-            "peakStopped": self._cap.peak if self._cap is not None else None,
+            "instancesStopped": sum(int(p.get("stopped", 0)) for p in shares),
+            "instancesStarted": sum(int(p.get("started", 0)) for p in shares),
+            "forcedStops": sum(int(p.get("forced", 0)) for p in shares),
+            "peakStopped": max((int(p.get("peakStopped", 0)) for p in shares), default=0)
+            if self._cap is not None
+            else None,
             "maxStopped": self._cap.total if self._cap is not None else None,
-            "downtimeSecondsTotal": round(sum(downtimes), 3),
-            "downtimeSecondsLongest": round(max(downtimes), 3) if downtimes else 0.0,
+            "downtimeSecondsTotal": round(sum(float(p.get("downtimeSecondsTotal", 0.0)) for p in shares), 3),
+            "downtimeSecondsLongest": max((float(p.get("downtimeSecondsLongest", 0.0)) for p in shares), default=0.0),
             "instancesLeftStopped": left,
             "instancesGone": dict(ledger.gone),
             "leftStoppedOnPurpose": self.options.leave_stopped,

@@ -20,23 +20,28 @@ from batch.options import RunOptions
 from batch.runner import Run
 
 from .conftest import CREDS, FakeFactory
-from .test_lifecycle import LIVE, QUICK
+from .test_lifecycle import LIVE, QUICK, live_run
 
 pytestmark = pytest.mark.anyio
 
 
 class HeldStop(FakeZenlayer):
-    """A fake whose StopInstances calls wait for ``release`` before they are answered."""
+    """A fake that says when a call of ``action`` arrives; with ``hold``, the call waits for
+    ``release`` before it is answered."""
 
-    def __init__(self, cloud: FakeCloud, config: FakeConfig) -> None:
+    def __init__(
+        self, cloud: FakeCloud, config: FakeConfig, *, action: str = "StopInstances", hold: bool = True
+    ) -> None:
         super().__init__(cloud, config)
+        self.action, self.hold = action, hold
         self.arrived = asyncio.Event()
         self.release = asyncio.Event()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        if request.headers.get("X-ZC-Action") == "StopInstances":
+        if request.headers.get("X-ZC-Action") == self.action:
             self.arrived.set()
-            await self.release.wait()
+            if self.hold:
+                await self.release.wait()
         return await super()._handle(request)
 
 
@@ -129,3 +134,63 @@ async def test_a_refused_batch_in_the_final_restore_starts_each_instance_on_its_
     assert left == ["x-1"]
     states = fake.inspect()["instanceStates"]
     assert (states["x-0"], states["x-1"]) == ("RUNNING", "STOPPED")
+
+
+async def test_power_counters_are_summed_over_a_resumed_runs_processes(tmp_path: Path, make_fake: FakeFactory) -> None:
+    """A run stops x-0 and x-1 and starts only x-0 (x-1's start refused: exit 5); its --resume
+    starts x-1: the summary counts both stops, both starts, and both downtimes."""
+    fleet = [FakeInstance("x-0", status="RUNNING"), FakeInstance("x-1", status="RUNNING")]
+    fake = await make_fake(fleet, cloud_kwargs=QUICK, scripts={"StartInstances": {"x-1": ["fail"] * 50}})
+    first, _ = await live_run(tmp_path, fake, [{"instanceId": "x-0"}, {"instanceId": "x-1"}], start_timeout=1.0)
+    assert first.exit_code == 5
+    before = first.summary["power"]
+    assert (before["instancesStopped"], before["instancesStarted"]) == (2, 1)
+    healthy = await make_fake([FakeInstance("x-0", status="RUNNING"), FakeInstance("x-1")], cloud_kwargs=QUICK)
+    again = await Run(
+        None, tmp_path / "run", RunOptions(resume=True), credentials=CREDS, endpoint=healthy.url
+    ).execute()
+    assert again.exit_code == 0
+    power = again.summary["power"]
+    assert (power["instancesStopped"], power["instancesStarted"]) == (2, 2)
+    assert power["instancesLeftStopped"] == []
+    # x-1 was down from the first process's stop to this process's start: longer than x-0.
+    assert power["downtimeSecondsLongest"] > before["downtimeSecondsLongest"]
+    assert power["downtimeSecondsTotal"] > before["downtimeSecondsTotal"] + before["downtimeSecondsLongest"] / 2
+
+
+async def test_a_job_adopted_on_resume_keeps_its_power_facts(
+    tmp_path: Path, own_fakes: Callable[[FakeZenlayer], Any]
+) -> None:
+    """SIGTERM while x-0's image is CREATING leaves it stopped (exit 143); the --resume starts it and
+    adopts the image: the job's line says it was RUNNING, stopped and started, with its downtime."""
+    cloud = FakeCloud([FakeInstance("x-0", status="RUNNING")], **{**QUICK, "image_ready_seconds": 2.0})
+    fake = await own_fakes(HeldStop(cloud, FakeConfig(), action="CreateImage", hold=False))
+    out = tmp_path / "run"
+    options = RunOptions(**{**LIVE, "grace": 0.3})
+    run = Run(write_jobs(tmp_path / "jobs.csv", ["x-0"]), out, options, credentials=CREDS, endpoint=fake.url)
+    run.handle_signals = True
+    outcome: list[Any] = []
+
+    async def execute() -> None:
+        outcome.append(await run.execute())
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(execute)
+        with anyio.fail_after(30):
+            await fake.arrived.wait()
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert outcome[0].exit_code == 143
+    assert results(out)[0]["status"] == "interrupted"
+    again = await Run(None, out, RunOptions(resume=True), credentials=CREDS, endpoint=fake.url).execute()
+    assert again.exit_code == 0
+    record = results(out)[0]
+    assert record["status"] == "succeeded"
+    assert "adopted" in record["reason"]
+    power = record["power"]
+    assert power["stateAtStart"] == "RUNNING"
+    assert power["actions"] == ["stopped", "started"]
+    assert power["finalState"] == "RUNNING"
+    assert power["downtimeSeconds"] is not None
+    assert power["downtimeSeconds"] > 0
+    assert fake.inspect()["instanceStates"]["x-0"] == "RUNNING"
+    assert fake.inspect()["images"] == 1
