@@ -28,14 +28,11 @@ from .errors import ApiError, FatalRunError
 from .journal import JournalWriter
 from .models import Status
 from .options import RunOptions
+from .policy import Attempts, Call, Retry, RetryOptions, Verdict, decide
 from .power import RUNNING, STOPPED, DownCap, PowerLedger
 from .tracking import Batcher, BatchResult, Outcome, Resolution, StatePoller
 
 __all__ = ["Lifecycle", "PowerFacts"]
-
-#: Starts (and stops) tried per job before it gives up and leaves the instance to the run's
-#: final restore.
-_POWER_TRIES = 5
 
 
 @dataclass(slots=True)
@@ -117,16 +114,23 @@ class Lifecycle:
     ) -> None:
         self.host = host
         self.options = host.options
+        self.retry = RetryOptions.of(host.options)
         self.cap = cap
         self.ledger = ledger
         self._clock = clock
         interval = self.options.poll_interval
-        self.poller: StatePoller[Any] = StatePoller(client, interval=interval, min_gap=min(1.0, interval))
-        self.stops: Batcher[Any] = Batcher(lambda ids: client.stop_instances(ids, force_shutdown=False))
-        self.forced_stops: Batcher[Any] = Batcher(lambda ids: client.stop_instances(ids, force_shutdown=True))
-        self.starts: Batcher[Any] = Batcher(client.start_instances)
+        self.poller: StatePoller[Any] = StatePoller(client, interval=interval, min_gap=min(1.0, interval), clock=clock)
+        self.stops: Batcher[Any] = Batcher(lambda ids: client.stop_instances(ids, force_shutdown=False), clock=clock)
+        self.forced_stops: Batcher[Any] = Batcher(
+            lambda ids: client.stop_instances(ids, force_shutdown=True), clock=clock
+        )
+        self.starts: Batcher[Any] = Batcher(client.start_instances, clock=clock)
         #: jobs waiting for a slot under the cap, in list order
         self.queue: deque[Any] = deque()
+        #: every job parked here (awaiting a state, queued, or in a batched call, sent or not), by
+        #: identity: what :meth:`parked` gives back when the run stops, and the jobs whose
+        #: deliveries count (one that arrives for a job given back is ignored)
+        self._held: dict[int, Any] = {}
 
     # ----- steps ----------------------------------------------------------------------------
 
@@ -144,9 +148,11 @@ class Lifecycle:
             await self.host.writer.stopping(iid)
             self.ledger.stop_sent(iid)
             power.stop_tries += 1
+            self._held[id(st)] = st
             (self.forced_stops if forced else self.stops).add(st, iid)
         elif power.step == "start":
             power.start_tries += 1
+            self._held[id(st)] = st
             self.starts.add(st, iid)
 
     def on_created(self, st: Any, image_id: str, image_status: str, reason: str | None) -> bool:
@@ -157,6 +163,7 @@ class Lifecycle:
             return False
         power.image = (image_id, image_status, reason)
         power.step = "settle"
+        self._held[id(st)] = st
         self.poller.await_image(st, image_id, self._clock() + self.options.wait_timeout)
         return True
 
@@ -191,6 +198,8 @@ class Lifecycle:
     def on_state(self, r: Resolution[Any]) -> None:
         """The poller ended a wait."""
         st = r.token
+        if id(st) not in self._held:
+            return  # given back when the run stopped
         power: PowerFacts = st.power
         step, state = power.step, r.state
         if step in {"check", "stop-check"}:
@@ -200,7 +209,7 @@ class Lifecycle:
                 self._go(st, "create")
             elif r.outcome is Outcome.TIMEOUT and not power.forced:
                 power.step = "force"
-                self.host.resume_job(st)
+                self._resume(st)
             else:
                 self._fail(st, "STOP_FAILED", f"instance {state or 'unseen'} after StopInstances ({r.outcome})")
         elif step == "settle":
@@ -210,9 +219,9 @@ class Lifecycle:
         elif step == "start-check":
             if state == RUNNING:
                 self._running(st)
-            elif state == STOPPED and power.start_tries < _POWER_TRIES:
+            elif state == STOPPED and isinstance(again := self._again(power.start_tries, None, "START_FAILED"), Retry):
                 power.step = "start"
-                self.host.resume_job(st, delay=self._backoff(power.start_tries))
+                self._resume(st, delay=again.delay)
             else:
                 self._give_up_start(st, f"instance {state or 'unseen'} and StartInstances refused")
         elif step == "starting":
@@ -224,6 +233,8 @@ class Lifecycle:
     def on_stop(self, r: BatchResult[Any]) -> None:
         """A StopInstances call answered for one job."""
         st = r.token
+        if id(st) not in self._held:
+            return  # given back when the run stopped (it owes the instance a start: the restore)
         power: PowerFacts = st.power
         if r.request_id:
             st.request_ids.append(r.request_id)
@@ -240,7 +251,8 @@ class Lifecycle:
         # Listed as failed, or the call failed: the stop may have been applied (a lost answer);
         # from here on treat the instance as stopped by us until it is seen RUNNING.
         power.stopped_by_us = True
-        if power.stop_tries >= _POWER_TRIES:
+        error = None if isinstance(r.error, FatalRunError) else r.error  # the run stops; the job waits to be released
+        if not isinstance(self._again(power.stop_tries, error, "STOP_FAILED"), Retry):
             code = r.error.code if r.error else "STOP_FAILED"
             self._fail(st, code, "StopInstances kept failing for this instance")
             return
@@ -249,6 +261,8 @@ class Lifecycle:
     def on_start(self, r: BatchResult[Any]) -> None:
         """A StartInstances call answered for one job."""
         st = r.token
+        if id(st) not in self._held:
+            return  # given back when the run stopped
         if r.request_id:
             st.request_ids.append(r.request_id)
         if isinstance(r.error, FatalRunError):
@@ -271,17 +285,22 @@ class Lifecycle:
             self._go(st, "create")
         elif r.outcome is Outcome.TIMEOUT and state == "STOPPING" and power.stopped_by_us and not power.forced:
             power.step = "force"  # a graceful stop that hangs, whatever path it took: force it
-            self.host.resume_job(st)
+            self._resume(st)
         elif r.outcome is Outcome.REACHED and state == RUNNING:
             if power.stopped_by_us and power.stop_tries:
                 # A stop that failed or was lost: the instance is RUNNING, try the stop again.
+                again = self._again(power.stop_tries, None, "STOP_FAILED")
+                if not isinstance(again, Retry):
+                    self._fail(st, "STOP_FAILED", "StopInstances kept failing for this instance")
+                    return
                 power.step = "stop"
-                self.host.resume_job(st, delay=self._backoff(power.stop_tries))
+                self._resume(st, delay=again.delay)
             elif power.held_slot or self.cap.try_take(st.job.group):
                 power.held_slot = True
                 self._go(st, "stop")
             else:
                 power.step = "queued"
+                self._held[id(st)] = st
                 self.queue.append(st)
         elif r.outcome is Outcome.FAILED:
             self._fail(st, f"INSTANCE_{state}", f"the instance is {state}")
@@ -309,7 +328,7 @@ class Lifecycle:
         power.pending_end = None
         assert ending is not None
         status, kwargs = ending
-        self.host.end_job(st, status, **kwargs)  # goes to the start step first (should_restart)
+        self._end(st, status, **kwargs)  # goes to the start step first (should_restart)
 
     def _running(self, st: Any) -> None:
         power: PowerFacts = st.power
@@ -320,7 +339,7 @@ class Lifecycle:
         ending = power.pending_end or (Status.INTERRUPTED, {"reason": "started again"})
         power.pending_end = None
         status, kwargs = ending
-        self.host.end_job(st, status, **kwargs)
+        self._end(st, status, **kwargs)
 
     def _give_up_start(self, st: Any, why: str) -> None:
         power: PowerFacts = st.power
@@ -329,23 +348,36 @@ class Lifecycle:
         power.pending_end = None
         note = f"{why}; the run tries to start it again before it ends"
         kwargs = {**kwargs, "reason": f"{kwargs['reason']}; {note}" if kwargs.get("reason") else note}
-        self.host.end_job(st, status, **kwargs)
+        self._end(st, status, **kwargs)
 
     def _fail(self, st: Any, code: str, text: str) -> None:
-        self.host.end_job(st, Status.FAILED, error=ApiError(code, text, action="DescribeInstancesStatus"))
+        self._end(st, Status.FAILED, error=ApiError(code, text, action="DescribeInstancesStatus"))
 
     def _await(self, st: Any, step: str, want: frozenset[str], timeout: float) -> None:
         st.power.step = step
+        self._held[id(st)] = st
         self.poller.await_instance(st, st.job.instance_id, want, self._clock() + timeout)
         self.poller.poll_soon()
 
-    def _backoff(self, tries: int) -> float:
-        """Seconds before a power call is tried again (the run's back-off, doubling per try)."""
-        return min(self.options.backoff_cap, self.options.backoff_base * 2.0 ** max(0, tries - 1))
+    def _again(self, tries: int, err: ApiError | None, code: str) -> Verdict:
+        """Whether a power call that failed for an id is tried again, and after how long (the
+        run's retry policy: :data:`batch.policy.POWER_TRIES` tries, the back-off doubling)."""
+        failure = err or ApiError(code, "the call listed this instance as failed")
+        return decide(failure, Attempts(failures=tries), self.retry, call=Call.POWER)
+
+    def _resume(self, st: Any, delay: float = 0.0) -> None:
+        """Give a parked job back to a worker."""
+        self._held.pop(id(st), None)
+        self.host.resume_job(st, delay)
+
+    def _end(self, st: Any, status: Status, **kwargs: Any) -> None:
+        """End a parked job (the run sends it to its start step first if it owes one)."""
+        self._held.pop(id(st), None)
+        self.host.end_job(st, status, **kwargs)
 
     def _go(self, st: Any, step: str) -> None:
         st.power.step = step
-        self.host.resume_job(st)
+        self._resume(st)
 
     def _admit_queued(self) -> None:
         """Slots came free: let queued jobs (in list order, skipping groups at their cap) stop."""
@@ -371,14 +403,20 @@ class Lifecycle:
             tg.start_soon(self.starts.run, self.on_start)
 
     def parked(self) -> list[Any]:
-        """Take every parked job out of the poller, the batchers and the queue (the run stops)."""
-        jobs = [w.token for w in self.poller.drain()]
+        """Take every parked job out of the poller, the batchers and the queue, and give back
+        those whose call is out too (the run stops): none is left without a result."""
+        self.poller.drain()
         for batcher in (self.stops, self.forced_stops, self.starts):
-            jobs += [token for token, _ in batcher.drain()]
-        jobs += list(self.queue)
+            batcher.drain()
         self.queue.clear()
-        unique: dict[int, Any] = {id(st): st for st in jobs}
-        return list(unique.values())
+        jobs, self._held = list(self._held.values()), {}
+        for st in jobs:
+            power: PowerFacts = st.power
+            if power.step in {"stop", "force"}:
+                # Its StopInstances may have been sent (the journal says so): the stop may be
+                # applied, so the instance is the run's to start again, whatever its job does.
+                power.stopped_by_us = True
+        return jobs
 
     def counts(self) -> dict[str, int]:
         """Jobs parked in each power step, for progress displays."""

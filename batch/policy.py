@@ -1,4 +1,9 @@
-"""What a job does after an error: pure decisions, table-tested, no I/O.
+"""What a call does after an error: one pure retry policy (:func:`decide`), table-tested, no I/O.
+
+Every call of a run asks :func:`decide` what comes after an error: CreateImage, a look-up by
+name, the starting listing, the state poller's batched look-ups and the power calls. Each kind
+of call (:class:`Call`) has its own budget; the answer is :class:`Retry` (with its delay, from a
+jitter draw the caller makes, so the decision stays pure), :class:`Failed` or :class:`StopRun`.
 
 CreateImage is a write: an error may hide a commit (``ApiError.may_have_committed``). A look-up
 by name (DescribeCustomImages) is a read: safe to repeat, so it has its own budget
@@ -14,20 +19,40 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
-from .errors import ApiError, AuthenticationError, FatalRunError, InstanceBusyError, PermanentJobError, ThrottledError
+from .errors import (
+    ApiError,
+    AuthenticationError,
+    FatalRunError,
+    InstanceBusyError,
+    PermanentJobError,
+    RetryableError,
+    ThrottledError,
+)
 from .models import Status
 from .text import clip
 
+if TYPE_CHECKING:
+    from .options import RunOptions
+
 __all__ = [
+    "FATAL_REASON",
     "LOOKUP_ATTEMPTS",
     "LOOKUP_THROTTLED_LIMIT",
     "OUTCOME_UNKNOWN",
-    "Decision",
-    "Next",
-    "after_create_error",
-    "after_lookup_error",
+    "POLL_FAILURES",
+    "POWER_TRIES",
+    "Attempts",
+    "Call",
+    "Failed",
+    "Retry",
+    "RetryOptions",
+    "StopRun",
+    "Verdict",
+    "backoff",
     "counts_as_failure",
+    "decide",
     "lookup_failed",
     "lookup_timeout",
     "lookups_possible_after",
@@ -42,6 +67,11 @@ LOOKUP_ATTEMPTS = 6
 #: Throttled look-ups of one job before it ends ``unknown``: 429s do not use up the budget above
 #: (the run slows down instead), but a stopping run must end even if the API only says 429.
 LOOKUP_THROTTLED_LIMIT = 30
+#: Failed look-ups in a row of one awaited item (throttled ones aside) before its wait ends ``error``.
+POLL_FAILURES = 5
+#: StopInstances / StartInstances tries of one id before the job gives up (a start left undone
+#: goes to the run's final restore).
+POWER_TRIES = 5
 #: Seconds a look-up's growing wait for its answer stops growing at (a longer ``--timeout`` is kept).
 LOOKUP_TIMEOUT_CAP = 120.0
 #: The error code of a job that ended ``unknown``.
@@ -53,36 +83,6 @@ _HINTS = {
         "CreateImage needs a STOPPED instance; stop it first, or run with --stop-running (stop, image, start again)"
     ),
 }
-
-
-class Next(StrEnum):
-    """The step after an error."""
-
-    #: try the same call again after a back-off (a CreateImage that may have been applied is
-    #: looked up by name first)
-    RETRY = "retry"
-    #: the job ends with the decision's status (looked up first when :func:`needs_look_up`)
-    END = "end"
-    #: no job can succeed any more: the job ends with the decision's status and the run stops
-    STOP_RUN = "stop_run"
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """What to do after an error.
-
-    Args:
-        next: the step.
-        status: how the job ends (``END`` and ``STOP_RUN``).
-        reason: a short explanation for the result line.
-    """
-
-    next: Next
-    status: Status | None = None
-    reason: str | None = None
-
-
-_RETRY = Decision(Next.RETRY)
 
 
 def counts_as_failure(err: ApiError) -> bool:
@@ -108,55 +108,195 @@ def reason_for(err: ApiError) -> str | None:
 FATAL_REASON = "this error stopped the run; --resume runs the job again once its cause is fixed"
 
 
-def after_create_error(
-    err: ApiError, *, failures: int, max_attempts: int, busy_seconds: float, busy_timeout: float
-) -> Decision:
-    """Decide what a job does after its CreateImage raised ``err``.
+class Call(StrEnum):
+    """What kind of call failed: each has its own budget."""
+
+    #: CreateImage, a write: ``--max-attempts`` failures, busy until ``--busy-timeout``
+    CREATE = "create"
+    #: a look-up by name, a read whose giving up means ``unknown``: :data:`LOOKUP_ATTEMPTS`
+    LOOKUP = "look-up"
+    #: the starting listing of the account's images: :data:`LOOKUP_ATTEMPTS` tries, then the run stops
+    LISTING = "listing"
+    #: one batched look-up of the state poller: :data:`POLL_FAILURES` in a row per item
+    POLL = "poll"
+    #: StopInstances / StartInstances for one id: :data:`POWER_TRIES` tries, a plain doubling back-off
+    POWER = "power"
+
+
+@dataclass(frozen=True, slots=True)
+class Attempts:
+    """What a call has been through so far (this error included).
 
     Args:
-        err: the error.
-        failures: attempts that counted as failures so far, this one included
-            (:func:`counts_as_failure`).
-        max_attempts: ``--max-attempts``.
-        busy_seconds: how long the instance has been answering busy (0 when it is not busy).
+        failures: failed tries that count against the call's budget (:func:`counts_as_failure`
+            for CreateImage; every failed try but throttled ones for reads; every try for power).
+        throttled: 429 answers so far.
+        busy_seconds: how long the instance has answered busy (CreateImage).
+        busy_waits: busy answers waited out so far (CreateImage).
+        server_wait: seconds the server asked to wait (``Retry-After``, as the throttle took it).
+        jitter: a draw in ``[0, 1)`` from the run's random source: the back-off is
+            ``jitter * window`` (full jitter), so the decision stays a pure function.
+    """
+
+    failures: int = 0
+    throttled: int = 0
+    busy_seconds: float = 0.0
+    busy_waits: int = 0
+    server_wait: float = 0.0
+    jitter: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class RetryOptions:
+    """The knobs of :func:`decide`.
+
+    Args:
+        max_attempts: ``--max-attempts`` (CreateImage).
         busy_timeout: ``--busy-timeout``.
+        backoff_base: ``--backoff-base``, seconds of the first back-off window.
+        backoff_cap: ``--backoff-cap``, the largest window.
+        lookup_attempts: failed look-ups (and listing tries) allowed.
+        throttled_limit: throttled look-ups of one job allowed (a stopping run must end).
+        poll_failures: failed polls in a row of one item allowed.
+        power_tries: StopInstances / StartInstances tries of one id.
     """
-    if isinstance(err, FatalRunError):
-        # Not the job's fault (credentials, quota, endpoint): once the cause is fixed, --resume
-        # runs it again, so it is not final.
-        return Decision(Next.STOP_RUN, Status.INTERRUPTED, FATAL_REASON)
-    if isinstance(err, PermanentJobError):
-        return Decision(Next.END, Status.FAILED, reason_for(err))
-    if isinstance(err, InstanceBusyError):
-        if busy_seconds >= busy_timeout:
-            return Decision(Next.END, Status.FAILED, f"instance still busy after {busy_timeout:g} s")
-        return _RETRY
-    if isinstance(err, ThrottledError):
-        return _RETRY
-    if failures >= max_attempts:
-        plural = "s" if failures != 1 else ""
-        return Decision(Next.END, Status.FAILED, f"gave up after {failures} failed attempt{plural}")
-    return _RETRY
+
+    max_attempts: int = 8
+    busy_timeout: float = 1800.0
+    backoff_base: float = 1.0
+    backoff_cap: float = 60.0
+    lookup_attempts: int = LOOKUP_ATTEMPTS
+    throttled_limit: int = LOOKUP_THROTTLED_LIMIT
+    poll_failures: int = POLL_FAILURES
+    power_tries: int = POWER_TRIES
+
+    @classmethod
+    def of(cls, options: RunOptions) -> RetryOptions:
+        """The retry knobs of a run's options.
+
+        Args:
+            options: the run's options.
+        """
+        return cls(
+            max_attempts=options.max_attempts,
+            busy_timeout=options.busy_timeout,
+            backoff_base=options.backoff_base,
+            backoff_cap=options.backoff_cap,
+        )
 
 
-def after_lookup_error(err: ApiError, *, failures: int, throttled: int = 0, budget: int = LOOKUP_ATTEMPTS) -> Decision:
-    """Decide what a job does after its look-up by name raised ``err``.
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """Try the same call again after ``delay`` seconds.
 
-    Every job that looks up may have had its CreateImage applied, so giving up means ``unknown``.
+    Args:
+        delay: seconds to wait (never less than the server asked for).
+    """
+
+    delay: float
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """Give up on the call: the job ends with ``status`` (a look-up giving up ends ``unknown``).
+
+    Args:
+        status: how the job ends.
+        reason: a short explanation for the result line.
+    """
+
+    status: Status = Status.FAILED
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StopRun:
+    """No call can succeed any more: the job ends with ``status`` and the run stops.
+
+    Args:
+        status: how the job ends.
+        reason: a short explanation for the result line.
+    """
+
+    status: Status = Status.INTERRUPTED
+    reason: str | None = None
+
+
+Verdict = Retry | Failed | StopRun
+
+
+def backoff(attempt: int, jitter: float, *, base: float, cap: float) -> float:
+    """Exponential back-off with full jitter: ``jitter * min(cap, base * 2**attempt)``.
+
+    Args:
+        attempt: waits already made (0 for the first).
+        jitter: a draw in ``[0, 1)``.
+        base: seconds of the first window.
+        cap: the largest window.
+    """
+    return jitter * min(cap, base * 2.0 ** min(max(attempt, 0), 62))
+
+
+def decide(err: ApiError, attempts: Attempts, options: RetryOptions, *, call: Call) -> Verdict:
+    """What a call does after it raised ``err``: retry after a delay, fail, or stop the run.
+
+    The one retry policy of a run: CreateImage, look-ups by name, the starting listing, the
+    state poller and the power calls all ask it. A fatal error (credentials, quota, endpoint)
+    always stops the run; throttling always retries (reads only up to ``throttled_limit``, so a
+    stopping run ends), never sooner than the server asked; a permanent error fails at once.
 
     Args:
         err: the error.
-        failures: failed look-ups of this job so far, this one included (throttled ones aside).
-        throttled: throttled look-ups of this job so far, this one included.
-        budget: failed look-ups allowed.
+        attempts: what the call has been through, this error included.
+        options: the budgets and the back-off.
+        call: which kind of call failed.
     """
+    base, cap = options.backoff_base, options.backoff_cap
     if isinstance(err, FatalRunError):
-        return Decision(Next.STOP_RUN, Status.UNKNOWN)
-    if isinstance(err, ThrottledError):
-        return _RETRY if throttled < LOOKUP_THROTTLED_LIMIT else Decision(Next.END, Status.UNKNOWN)
-    if isinstance(err, PermanentJobError) or failures >= budget:
-        return Decision(Next.END, Status.UNKNOWN)
-    return _RETRY
+        if call is Call.CREATE:
+            # Not the job's fault: once the cause is fixed, --resume runs it again (not final).
+            return StopRun(Status.INTERRUPTED, FATAL_REASON)
+        return StopRun(Status.UNKNOWN if call is Call.LOOKUP else Status.INTERRUPTED)
+    if call is Call.POWER:
+        if attempts.failures >= options.power_tries:
+            return Failed()
+        # Deterministic: few ids, and each is looked up before it is sent again.
+        return Retry(min(cap, base * 2.0 ** max(0, attempts.failures - 1)))
+    throttled = isinstance(err, ThrottledError)
+    if call is Call.POLL:
+        if throttled:
+            return Retry(attempts.server_wait)  # the items' deadlines still bound the wait
+        if isinstance(err, RetryableError) and attempts.failures < options.poll_failures:
+            return Retry(0.0)  # the next poll asks again
+        return Failed()
+    if call is Call.LISTING:
+        if isinstance(err, PermanentJobError) or attempts.failures >= options.lookup_attempts:
+            return StopRun()
+        return Retry(attempts.server_wait + backoff(attempts.failures, attempts.jitter, base=base, cap=cap))
+    if call is Call.LOOKUP:
+        if throttled:
+            if attempts.throttled >= options.throttled_limit:
+                return Failed(Status.UNKNOWN)
+            window = backoff(min(attempts.throttled, 4), attempts.jitter, base=base / 4, cap=cap)
+            return Retry(max(window, attempts.server_wait))
+        if isinstance(err, PermanentJobError) or attempts.failures >= options.lookup_attempts:
+            return Failed(Status.UNKNOWN)
+        return Retry(backoff(attempts.failures - 1, attempts.jitter, base=base, cap=cap))
+    # CreateImage
+    if isinstance(err, PermanentJobError):
+        return Failed(Status.FAILED, reason_for(err))
+    if isinstance(err, InstanceBusyError):
+        left = options.busy_timeout - attempts.busy_seconds
+        if left <= 0:
+            return Failed(Status.FAILED, f"instance still busy after {options.busy_timeout:g} s")
+        return Retry(min(backoff(attempts.busy_waits, attempts.jitter, base=base, cap=cap), left))
+    if throttled:
+        window = backoff(min(attempts.throttled, 4), attempts.jitter, base=base / 4, cap=cap)
+        return Retry(max(window, attempts.server_wait))  # never before the server's Retry-After
+    if attempts.failures >= options.max_attempts:
+        plural = "s" if attempts.failures != 1 else ""
+        return Failed(Status.FAILED, f"gave up after {attempts.failures} failed attempt{plural}")
+    return Retry(backoff(attempts.failures - 1, attempts.jitter, base=base, cap=cap))
 
 
 def needs_look_up(status: Status, *, maybe_created: bool) -> bool:

@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 
@@ -100,6 +101,8 @@ class PowerLedger:
     downtime: dict[str, float] = field(default_factory=dict)
     #: instances owed a start that are gone (not found, recycled): no longer owed, reported
     gone: dict[str, str] = field(default_factory=dict)
+    #: instances this process sent StopInstances for (a resumed run sums its processes' counts)
+    sent_here: set[str] = field(default_factory=set)
     _accepted: set[str] = field(default_factory=set)
 
     def stop_sent(self, instance_id: str) -> None:
@@ -108,6 +111,7 @@ class PowerLedger:
         if instance_id not in self.stopped or instance_id in self.running_again:
             self.stopped[instance_id] = self.clock()  # a new cycle; a re-sent stop keeps its start
         self.running_again.discard(instance_id)
+        self.sent_here.add(instance_id)
 
     def stop_accepted(self, instance_id: str, *, forced: bool) -> None:
         """StopInstances was accepted: downtime counts from the first acceptance."""
@@ -135,9 +139,46 @@ class PowerLedger:
             self.downtime[instance_id] = max(0.0, self.clock() - since)
         return self.downtime.get(instance_id)
 
+    def segment(self) -> dict[str, Any]:
+        """This process's share of the run's power counters, for its journal checkpoints; with
+        ``downSince``, the wall time each instance still down went down (a resume carries it)."""
+        downtimes = list(self.downtime.values())
+        return {
+            "stopped": len(self.sent_here),
+            "started": len(self.running_again),
+            "forced": len(self.forced),
+            "downtimeSecondsTotal": round(sum(downtimes), 3),
+            "downtimeSecondsLongest": round(max(downtimes), 3) if downtimes else 0.0,
+            "downSince": {i: self.stopped[i] for i in self.not_running() if self.stopped[i]},
+        }
+
     def not_running(self) -> list[str]:
         """Instances this run stopped and has not seen RUNNING again."""
         return [i for i in self.stopped if i not in self.running_again]
+
+
+async def _each_on_its_own(send: Callable[[list[str]], Awaitable[object]], ids: list[str]) -> None:
+    """Send ``ids`` in one call; if the whole call is refused, send each id on its own.
+
+    One id the API refuses (or a fault tied to one instance) can fail a whole batch: without
+    this, the same batch would fail at every round and every instance in it would stay down.
+    A fatal error (credentials) is raised at once; other errors of single ids are left to the
+    next round's look-up.
+    """
+    try:
+        await send(ids)
+    except FatalRunError:
+        raise
+    except ApiError:
+        if len(ids) == 1:
+            raise
+        for instance_id in ids:
+            try:
+                await send([instance_id])
+            except FatalRunError:
+                raise
+            except ApiError:
+                continue  # this one is looked up again at the next round
 
 
 async def restore_power(
@@ -182,12 +223,12 @@ async def restore_power(
             # A graceful stop may hang in STOPPING: force it, then the next round starts it.
             stuck = [i for i in pending if states.get(i) == "STOPPING"]
             if stuck:
-                await client.stop_instances(stuck, force_shutdown=True)
+                await _each_on_its_own(lambda ids: client.stop_instances(ids, force_shutdown=True), stuck)
                 for instance_id in stuck:
                     ledger.forced.add(instance_id)
             to_start = [i for i in pending if states.get(i) == STOPPED]
             if to_start:
-                await client.start_instances(to_start)
+                await _each_on_its_own(client.start_instances, to_start)
         except FatalRunError:
             break
         except ApiError:
@@ -197,4 +238,3 @@ async def restore_power(
             break
         await sleep(interval)
     return ledger.not_running()
-

@@ -47,6 +47,10 @@ class Prepared:
     segments: list[dict[str, Any]] = field(default_factory=list)
     #: instances an earlier process stopped (``--stop-running``) and never saw RUNNING again
     owed_starts: list[str] = field(default_factory=list)
+    #: ``--stop-running``: what earlier processes did to the instance of each job not ended for
+    #: good (the ``power`` object of its last result line, else what the journal's stop and
+    #: started records say), carried into the job's result
+    power_history: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def finished(self) -> bool:
@@ -254,6 +258,17 @@ def _load_journal(directory: RunDirectory, prepared: Prepared, notice: Callable[
     prepared.intents = state.intents
     prepared.segments = list(state.segments.values())
     prepared.owed_starts = sorted(state.stopped - state.started)
+    final = state.final_results()
+    for instance_id in state.stopped | {i for i, r in state.results.items() if r.get("power")}:
+        if instance_id in final:
+            continue
+        before = (state.results.get(instance_id) or {}).get("power")
+        if before and before.get("actions"):
+            prepared.power_history[instance_id] = dict(before)
+        elif instance_id in state.stopped:
+            # Stopped by an earlier process that ended before the job had a line: it was RUNNING.
+            actions = ["stopped", *(["started"] if instance_id in state.started else [])]
+            prepared.power_history[instance_id] = {"stateAtStart": "RUNNING", "actions": actions}
     for instance_id, record in state.final_results().items():
         if instance_id not in listed:
             continue  # ended in this run, since removed from a version-1 list: kept, not counted

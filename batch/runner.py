@@ -23,6 +23,7 @@ from typing import Any
 import anyio
 
 from .client import CreatedImage, RequestRecord, ZecClient
+from .clock import SYSTEM_CLOCK, Clock
 from .credentials import DEFAULT_ENDPOINT, Credentials, parse_endpoint
 from .errors import (
     ApiError,
@@ -39,12 +40,15 @@ from .lifecycle import Lifecycle, PowerFacts
 from .models import Job, JobResult, Status
 from .options import RunOptions, parse_max_stopped
 from .policy import (
-    LOOKUP_ATTEMPTS,
     OUTCOME_UNKNOWN,
-    Next,
-    after_create_error,
-    after_lookup_error,
+    Attempts,
+    Call,
+    Retry,
+    RetryOptions,
+    StopRun,
+    Verdict,
     counts_as_failure,
+    decide,
     lookup_failed,
     lookup_timeout,
     lookups_possible_after,
@@ -161,6 +165,9 @@ class _JobState:
     power: PowerFacts | None = None
 
 
+#: Makes a run's API client; called like :class:`ZecClient` (endpoint, credentials, keywords).
+ClientFactory = Callable[..., ZecClient]
+
 _CURRENT: contextvars.ContextVar[_JobState | None] = contextvars.ContextVar("imagebatch_job", default=None)
 
 
@@ -175,6 +182,12 @@ class Run:
         endpoint: API base URL.
         progress: called about once a second, and at the end, with a :class:`Progress`.
         handle_signals: stop gracefully on SIGINT/SIGTERM (main thread only).
+        explicit: names of the options given on the command line (default: those that differ
+            from their defaults).
+        notice: called with each line worth telling the user on stderr.
+        clock: the monotonic and wall clocks (tests pass fake ones instead of sleeping).
+        client_factory: makes the run's API client, called like :class:`ZecClient` (tests may
+            wrap it).
     """
 
     def __init__(
@@ -189,11 +202,15 @@ class Run:
         handle_signals: bool = False,
         explicit: Collection[str] | None = None,
         notice: Callable[[str], None] | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        client_factory: ClientFactory = ZecClient,
     ) -> None:
         options.check(combined=not options.resume)
         if isinstance(job_list, Path):
             job_list = JobSource(str(job_list), path=job_list)
         self.source = job_list
+        self.clock = clock
+        self.client_factory = client_factory
         self.options = options
         #: options given on the command line (a resume takes the others from run.json)
         self.explicit = frozenset(explicit) if explicit is not None else options.non_default()
@@ -204,6 +221,7 @@ class Run:
         self.notice = notice or (lambda _text: None)
         self.handle_signals = handle_signals
         self.rng = random.Random(options.seed)  # noqa: S311 - jitter, not crypto
+        self.retry = RetryOptions.of(options)
         self.calls: Counter[str] = Counter()
         self.codes: Counter[str] = Counter()
         self.by_status: Counter[str] = Counter()
@@ -219,9 +237,9 @@ class Run:
         self._listed_done = 0
         self._segments: list[dict[str, Any]] = []
         self._segment_id = uuid.uuid4().hex[:12]
-        self._started = time.time()
-        self.waiter: ImageWaiter[_JobState] = ImageWaiter(timeout=options.wait_timeout)
-        self._t0 = time.monotonic()
+        self._started = clock.wall()
+        self.waiter: ImageWaiter[_JobState] = ImageWaiter(timeout=options.wait_timeout, clock=clock.monotonic)
+        self._t0 = clock.monotonic()
         # What progress shows: the phase, the listing's pages and images, requests on the wire.
         self._phase = "starting"
         self._listing_pages = 0
@@ -239,13 +257,15 @@ class Run:
         #: this process's exit code, once its work is over (for the journal's last checkpoint)
         self._final_exit: int | None = None
         #: the instances this run stopped (in every process) and has not seen RUNNING again
-        self._ledger = PowerLedger(record_started=self._record_started)
+        self._ledger = PowerLedger(record_started=self._record_started, clock=clock.wall)
         self._cap: DownCap | None = None
         self._life: Lifecycle | None = None
         #: instances the run's final restore could not start (exit code 5)
         self._left_stopped: list[str] = []
         #: jobs ended while the run stopped, whose instance it stopped: written after the restore
         self._after_restore: list[tuple[_JobState, Status, dict[str, Any]]] = []
+        #: ``--stop-running`` on resume: earlier processes' power facts, by instance
+        self._power_history: dict[str, dict[str, Any]] = {}
 
     # ----- set-up ----------------------------------------------------------------------------
 
@@ -264,7 +284,8 @@ class Run:
         parse_endpoint(self.endpoint)
         self.options = prepared.options
         self.rng = random.Random(self.options.seed)  # noqa: S311 - jitter, not crypto
-        self.waiter = ImageWaiter(timeout=self.options.wait_timeout)
+        self.retry = RetryOptions.of(self.options)
+        self.waiter = ImageWaiter(timeout=self.options.wait_timeout, clock=self.clock.monotonic)
         self.total_jobs = prepared.validation.jobs
         self._validation = prepared.validation
         for warning in prepared.validation.warnings:
@@ -276,20 +297,27 @@ class Run:
         self.error_codes.update(prepared.error_codes)
         self._segments = prepared.segments
         self.resumed = prepared.resumed
+        # When each owed instance went down, as the earlier processes' checkpoints say (0.0:
+        # unknown, no downtime is counted for it).
+        down_since: dict[str, float] = {}
+        for segment in self._segments:
+            down_since.update((segment.get("power") or {}).get("downSince") or {})
         for instance_id in prepared.owed_starts:
-            self._ledger.stopped[instance_id] = 0.0  # downtime unknown: stopped by an earlier process
+            self._ledger.stopped[instance_id] = float(down_since.get(instance_id, 0.0))
+        self._power_history = prepared.power_history
         if self.options.stop_running:
             limit = parse_max_stopped(self.options.max_stopped, self.total_jobs)
             self._cap = DownCap(limit, self.options.max_stopped_per_group)
         # A job the last process may have sent CreateImage for is looked up no sooner than
         # --lookup-delay after this process started: that process may have sent it at any moment
         # after its last checkpoint, up to its death, which was before this start.
-        self._resume_look_after = time.monotonic() + self.options.lookup_delay
+        self._resume_look_after = self.clock.monotonic() + self.options.lookup_delay
         return prepared.jobs, prepared.header
 
     # ----- API plumbing ----------------------------------------------------------------------
 
     async def _gate(self, _action: str) -> None:
+        # Real seconds: the rate limiter waits on the real clock, whatever the run's clock says.
         started = time.monotonic()
         await self.meter.acquire()
         # Counted down in _observe, which the client calls once for every request it sends.
@@ -370,12 +398,16 @@ class Run:
                     LISTING_DONE, matching=len(found), pages=self._listing_pages, images=self._listing_images
                 )
                 return
-            except (FatalRunError, PermanentJobError):
-                raise
             except ApiError as err:
                 attempt += 1
+                wait = self.meter.on_throttled(err.retry_after) if isinstance(err, ThrottledError) else 0.0
+                # A read: its own budget, not --max-attempts.
+                attempts = Attempts(failures=attempt, server_wait=wait, jitter=self.rng.random())
+                verdict = decide(err, attempts, self.retry, call=Call.LISTING)
+                if isinstance(err, (FatalRunError, PermanentJobError)):
+                    raise
                 self.retries += 1
-                if attempt >= LOOKUP_ATTEMPTS:  # a read: its own budget, not --max-attempts
+                if not isinstance(verdict, Retry):
                     raise FatalRunError(
                         err.code,
                         f"could not list existing images after {attempt} attempt{'s' * (attempt != 1)}: {err.message}",
@@ -383,11 +415,7 @@ class Run:
                         request_id=err.request_id,
                         action=err.action,
                     ) from err
-                if isinstance(err, ThrottledError):
-                    await anyio.sleep(self.meter.on_throttled(err.retry_after))  # Retry-After, if any
-                await anyio.sleep(
-                    full_jitter(attempt, base=self.options.backoff_base, cap=self.options.backoff_cap, rng=self.rng)
-                )
+                await anyio.sleep(verdict.delay)  # Retry-After, if any, then the back-off
 
     # ----- jobs ------------------------------------------------------------------------------
 
@@ -400,6 +428,13 @@ class Run:
                 if job.instance_id in self._done_ids:
                     continue
                 sent = job.instance_id in self._intents
+                power = PowerFacts() if self._cap is not None else None
+                before = self._power_history.get(job.instance_id)
+                if power is not None and before is not None:
+                    # What earlier processes did to the instance stays in the job's record.
+                    power.state_at_start = before.get("stateAtStart")
+                    power.actions = [str(a) for a in before.get("actions") or []]
+                    power.forced = bool(before.get("forced"))
                 yield _JobState(
                     job,
                     reconcile=sent,
@@ -407,7 +442,7 @@ class Run:
                     resumed_intent=sent,
                     intent_written=sent,
                     look_after=self._resume_look_after if sent else 0.0,
-                    power=PowerFacts() if self._cap is not None else None,
+                    power=power,
                 )
         except JobListError as exc:
             # The file was validated before the first call; a bad row now means it was changed
@@ -451,7 +486,7 @@ class Run:
             life.divert_to_start(st, status, kwargs)
             self.dispatcher.push(st)
             return
-        now = time.time()
+        now = self.clock.wall()
         if life is not None:
             life.ended(st)
         result = JobResult(
@@ -499,11 +534,12 @@ class Run:
     async def _process(self, st: _JobState) -> None:
         job = st.job
         if not st.started_at:
-            st.started_at = time.time()
+            st.started_at = self.clock.wall()
             existing = self._existing.get(job.image_name)
             if existing is not None:
                 image_id, image_status = existing
                 if st.resumed_intent:
+                    self._carry_restore(st)
                     self._created(st, image_id, image_status, _ADOPTED_RESUMED)
                 else:
                     reason = f"an image named {job.image_name!r} already exists ({image_status})"
@@ -516,12 +552,12 @@ class Run:
                 return
             if st.power.step in {"stop", "force", "start"}:
                 if self.dispatcher.stopped and st.power.step != "start":
-                    self.dispatcher.retry_at(st, time.monotonic())  # stopping: stop nothing more
+                    self.dispatcher.retry_at(st, self.clock.monotonic())  # stopping: stop nothing more
                     return
                 await self._life.step(st)
                 return
         if st.reconcile or st.confirm is not None:
-            if time.monotonic() < st.look_after and not self.dispatcher.stopped:
+            if self.clock.monotonic() < st.look_after and not self.dispatcher.stopped:
                 self.dispatcher.retry_at(st, st.look_after)  # too soon: a new image may not be listed yet
                 return
             try:
@@ -540,7 +576,7 @@ class Run:
         if self.dispatcher.stopped:
             # The run is stopping: send nothing new. Given back, the job is settled by a worker
             # (after a fatal error) or left to --resume (after a signal or a changed job list).
-            self.dispatcher.retry_at(st, time.monotonic())
+            self.dispatcher.retry_at(st, self.clock.monotonic())
             return
         try:
             if not st.intent_written:
@@ -553,6 +589,20 @@ class Run:
             self._on_error(st, err)
             return
         self._created(st, created.image_id, "CREATING")
+
+    def _carry_restore(self, st: _JobState) -> None:
+        """A job adopted on resume: what this process's first restore did to its instance (an
+        earlier process stopped it) goes into its record; one still down is the job's to start."""
+        power, iid = st.power, st.job.instance_id
+        if power is None or iid not in self._ledger.stopped:
+            return
+        if iid in self._ledger.running_again:
+            power.started = True
+            if power.actions[-1:] != ["started"]:
+                power.actions.append("started")
+            power.downtime = self._ledger.downtime.get(iid)
+        else:
+            power.stopped_by_us = True  # not RUNNING again yet: started before the job ends
 
     def _created(self, st: _JobState, image_id: str, image_status: str, reason: str | None = None) -> None:
         """The job has its image: done now, or (``--wait``) when the image is AVAILABLE."""
@@ -589,46 +639,42 @@ class Run:
         st.reconcile, st.lookup_failures, st.lookup_throttled = False, 0, 0
         return found
 
-    def _lookup_failed(self, st: _JobState, err: ApiError) -> tuple[Next, float]:
-        """Count a failed look-up; return what comes next and, for a retry, the back-off."""
-        opts = self.options
+    def _lookup_failed(self, st: _JobState, err: ApiError) -> Verdict:
+        """Count a failed look-up; return what comes next (a retry carries its back-off)."""
         if err.request_id and err.request_id not in st.request_ids:
             st.request_ids.append(err.request_id)
-        throttled = isinstance(err, ThrottledError)
-        if throttled:
+        if isinstance(err, ThrottledError):
             st.lookup_throttled += 1
+            st.throttled += 1
+            self.meter.throttle.on_throttled()
         else:
             st.lookup_failures += 1
-        decision = after_lookup_error(err, failures=st.lookup_failures, throttled=st.lookup_throttled)
-        if decision.next is Next.STOP_RUN:
-            self._lookups_off = True
-            return decision.next, 0.0
-        if decision.next is not Next.RETRY:
-            return decision.next, 0.0
-        if throttled:
-            self.meter.throttle.on_throttled()
-            st.throttled += 1
-            delay = err.retry_after or full_jitter(
-                min(st.throttled, 4), base=opts.backoff_base / 4, cap=opts.backoff_cap, rng=self.rng
-            )
-        else:
-            delay = full_jitter(st.lookup_failures - 1, base=opts.backoff_base, cap=opts.backoff_cap, rng=self.rng)
-        self.events.log.info(
-            RETRY_SCHEDULED,
-            instanceId=st.job.instance_id,
-            code=err.code,
-            backoffSeconds=round(delay, 3),
-            step="look-up",
+        attempts = Attempts(
+            failures=st.lookup_failures,
+            throttled=st.lookup_throttled,
+            server_wait=err.retry_after or 0.0,
+            jitter=self.rng.random(),
         )
-        return Next.RETRY, delay
+        verdict = decide(err, attempts, self.retry, call=Call.LOOKUP)
+        if isinstance(verdict, StopRun):
+            self._lookups_off = True
+        elif isinstance(verdict, Retry):
+            self.events.log.info(
+                RETRY_SCHEDULED,
+                instanceId=st.job.instance_id,
+                code=err.code,
+                backoffSeconds=round(verdict.delay, 3),
+                step="look-up",
+            )
+        return verdict
 
     def _on_lookup_error(self, st: _JobState, err: ApiError) -> None:
         """A look-up by name failed: look again later, or end the job ``unknown``."""
-        step, delay = self._lookup_failed(st, err)
-        if step is Next.RETRY:
-            self.dispatcher.retry_at(st, time.monotonic() + delay)
+        verdict = self._lookup_failed(st, err)
+        if isinstance(verdict, Retry):
+            self.dispatcher.retry_at(st, self.clock.monotonic() + verdict.delay)
             return
-        if step is Next.STOP_RUN:
+        if isinstance(verdict, StopRun):
             self._stop_fatal(err)
         self._end_unknown(st, lookup_failed(err, st.lookup_failures))
         self.dispatcher.done()
@@ -698,7 +744,7 @@ class Run:
     def _on_error(self, st: _JobState, err: ApiError) -> None:
         """CreateImage failed: retry later, or end the job (the run too, on a fatal error)."""
         opts = self.options
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if err.request_id and err.request_id not in st.request_ids:
             st.request_ids.append(err.request_id)
         if err.may_have_committed:
@@ -714,31 +760,27 @@ class Run:
                 st.reconcile = True
             st.first_busy_at = st.first_busy_at or now
             busy_seconds = now - st.first_busy_at
-        decision = after_create_error(
-            err,
-            failures=st.failures,
-            max_attempts=opts.max_attempts,
-            busy_seconds=busy_seconds,
-            busy_timeout=opts.busy_timeout,
-        )
-        if decision.next is Next.STOP_RUN:
-            self._stop_fatal(err)
-        if decision.next is not Next.RETRY:
-            assert decision.status is not None
-            self._end(st, decision.status, error=err, reason=decision.reason)
-            return
-        if isinstance(err, InstanceBusyError):
-            assert st.first_busy_at is not None
-            delay = full_jitter(st.busy_waits, base=opts.backoff_base, cap=opts.backoff_cap, rng=self.rng)
-            delay = min(delay, max(0.0, st.first_busy_at + opts.busy_timeout - now))
-            st.busy_waits += 1
-        elif isinstance(err, ThrottledError):
+        wait = 0.0
+        if isinstance(err, ThrottledError):
             wait = self.meter.on_throttled(err.retry_after)
             st.throttled += 1
-            delay = full_jitter(min(st.throttled, 4), base=opts.backoff_base / 4, cap=opts.backoff_cap, rng=self.rng)
-            delay = max(delay, wait)  # never before the server's Retry-After
-        else:
-            delay = full_jitter(st.failures - 1, base=opts.backoff_base, cap=opts.backoff_cap, rng=self.rng)
+        attempts = Attempts(
+            failures=st.failures,
+            throttled=st.throttled,
+            busy_seconds=busy_seconds,
+            busy_waits=st.busy_waits,
+            server_wait=wait,
+            jitter=self.rng.random(),
+        )
+        verdict = decide(err, attempts, self.retry, call=Call.CREATE)
+        if isinstance(verdict, StopRun):
+            self._stop_fatal(err)
+        if not isinstance(verdict, Retry):
+            self._end(st, verdict.status, error=err, reason=verdict.reason)
+            return
+        if isinstance(err, InstanceBusyError):
+            st.busy_waits += 1
+        delay = verdict.delay
         self.retries += 1
         self.events.log.info(
             RETRY_SCHEDULED,
@@ -755,7 +797,7 @@ class Run:
             st.confirm = _Ending(status, error, reason)
             # A short back-off first: an image created a moment ago may not be listed yet.
             delay = full_jitter(0, base=self.options.backoff_base, cap=self.options.backoff_cap, rng=self.rng)
-            delay = max(delay, st.look_after - time.monotonic())
+            delay = max(delay, st.look_after - self.clock.monotonic())
             self.events.log.info(
                 RETRY_SCHEDULED,
                 instanceId=st.job.instance_id,
@@ -763,7 +805,7 @@ class Run:
                 backoffSeconds=round(delay, 3),
                 step="look-up before ending",
             )
-            self.dispatcher.retry_at(st, time.monotonic() + delay)
+            self.dispatcher.retry_at(st, self.clock.monotonic() + delay)
             return
         self._finish(st, status, error=error, reason=reason)
         self.dispatcher.done()
@@ -772,7 +814,7 @@ class Run:
 
     def resume_job(self, st: _JobState, delay: float = 0.0) -> None:
         """Hand a parked job back to a worker."""
-        self.dispatcher.retry_at(st, time.monotonic() + delay)
+        self.dispatcher.retry_at(st, self.clock.monotonic() + delay)
 
     def end_job(self, st: _JobState, status: Status, **kwargs: Any) -> None:
         """End a parked job (or, if its instance is stopped by this run, send it to its start)."""
@@ -874,16 +916,16 @@ class Run:
             self._finish(st, ending.status, error=ending.error, reason=ending.reason)
             return
         why = "the run stopped before a look-up by name could be sent"
-        await anyio.sleep(max(0.0, st.look_after - time.monotonic()))  # a new image may be listed late
+        await anyio.sleep(max(0.0, st.look_after - self.clock.monotonic()))  # a new image may be listed late
         while not self._lookups_off:
             try:
                 found = await self._look_up(st)
             except ApiError as err:
-                step, delay = self._lookup_failed(st, err)
+                verdict = self._lookup_failed(st, err)
                 why = lookup_failed(err, st.lookup_failures)
-                if step is not Next.RETRY:
+                if not isinstance(verdict, Retry):
                     break
-                await anyio.sleep(delay)  # nothing else is left to do while the run stops
+                await anyio.sleep(verdict.delay)  # nothing else is left to do while the run stops
                 continue
             if found is None:
                 self._end_not_found(st, ending)
@@ -916,6 +958,7 @@ class Run:
                 why = f"the listing of existing images failed ({self.fatal.code if self.fatal else 'stopped'})"
                 self._end_unknown(st, why)
             elif existing is not None:
+                self._carry_restore(st)
                 self._finish(
                     st, Status.SUCCEEDED, image_id=existing[0], image_status=existing[1], reason=_ADOPTED_RESUMED
                 )
@@ -926,7 +969,7 @@ class Run:
     # ----- the run ---------------------------------------------------------------------------
 
     def _snapshot(self) -> Progress:
-        elapsed = time.monotonic() - self._t0
+        elapsed = self.clock.monotonic() - self._t0
         calls = sum(self.calls.values())
         dispatcher = getattr(self, "dispatcher", None)
         phase, detail = self._phase, ""
@@ -1000,13 +1043,20 @@ class Run:
         return segment_record(
             segment_id=self._segment_id,
             started_at=self._started,
-            now=time.time(),
+            now=self.clock.wall(),
             calls=self.calls,
             codes=self.codes,
             retries=self.retries,
             stopped_by=self.stopped_by,
             exit_code=exit_code if exit_code is not None else self._final_exit,
+            power=self._power_segment(),
         )
+
+    def _power_segment(self) -> dict[str, Any] | None:
+        """This process's power counters (None for a plain run)."""
+        if self._cap is None and not self._ledger.stopped:
+            return None
+        return {**self._ledger.segment(), "peakStopped": self._cap.peak if self._cap is not None else 0}
 
     def _summary(self, header: RunHeader, exit_code: int, *, worked: bool = True) -> dict[str, Any]:
         segments = [*self._segments, self._segment(exit_code)] if worked else self._segments
@@ -1022,24 +1072,27 @@ class Run:
             stop_cause=self.fatal,
             exit_code=exit_code,
             throttle_decreases=meter.throttle.decreases if meter is not None else 0,
-            power=self._power_summary(),
+            power=self._power_summary(segments),
         )
 
-    def _power_summary(self) -> dict[str, Any] | None:
-        """``--stop-running``: what the run did to the fleet's power (None for a plain run)."""
+    def _power_summary(self, segments: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """``--stop-running``: what the run did to the fleet's power, summed over every process
+        of the run (None for a plain run)."""
         ledger = self._ledger
-        if self._cap is None and not ledger.stopped:
+        shares = [s["power"] for s in segments if s.get("power")]
+        if self._cap is None and not ledger.stopped and not shares:
             return None
-        downtimes = list(ledger.downtime.values())
         left = ledger.not_running()
         return {
-            "instancesStopped": len(ledger.stopped),
-            "instancesStarted": len(ledger.running_again),
-            "forcedStops": len(ledger.forced),
-            "peakStopped": self._cap.peak if self._cap is not None else None,
+            "instancesStopped": sum(int(p.get("stopped", 0)) for p in shares),
+            "instancesStarted": sum(int(p.get("started", 0)) for p in shares),
+            "forcedStops": sum(int(p.get("forced", 0)) for p in shares),
+            "peakStopped": max((int(p.get("peakStopped", 0)) for p in shares), default=0)
+            if self._cap is not None
+            else None,
             "maxStopped": self._cap.total if self._cap is not None else None,
-            "downtimeSecondsTotal": round(sum(downtimes), 3),
-            "downtimeSecondsLongest": round(max(downtimes), 3) if downtimes else 0.0,
+            "downtimeSecondsTotal": round(sum(float(p.get("downtimeSecondsTotal", 0.0)) for p in shares), 3),
+            "downtimeSecondsLongest": max((float(p.get("downtimeSecondsLongest", 0.0)) for p in shares), default=0.0),
             "instancesLeftStopped": left,
             "instancesGone": dict(ledger.gone),
             "leftStoppedOnPurpose": self.options.leave_stopped,
@@ -1079,8 +1132,10 @@ class Run:
         # fsync, a smaller one fewer look-ups on resume for jobs recorded but never sent. Half a
         # second of requests (at least two per worker, at most 256) keeps both small.
         admit_batch = int(min(256, max(2 * self.options.concurrency, self.options.rate / 2)))
-        self.dispatcher: Dispatcher[_JobState] = Dispatcher(self._source(jobs), admit=self._admit, batch=admit_batch)
-        client = ZecClient(
+        self.dispatcher: Dispatcher[_JobState] = Dispatcher(
+            self._source(jobs), admit=self._admit, batch=admit_batch, clock=self.clock.monotonic
+        )
+        client = self.client_factory(
             self.endpoint or DEFAULT_ENDPOINT,
             self.credentials,
             pool_size=self.options.concurrency,
@@ -1098,7 +1153,7 @@ class Run:
                     outer.start_soon(self._watch_signals, work, outer.cancel_scope)
                 outer.start_soon(self._tick)
                 if self._cap is not None:
-                    self._life = Lifecycle(self, client, self._cap, self._ledger)
+                    self._life = Lifecycle(self, client, self._cap, self._ledger, clock=self.clock.monotonic)
                 with work:
                     if self._ledger.not_running() and not self.options.leave_stopped:
                         # The restart guarantee first: an earlier process stopped these.

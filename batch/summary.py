@@ -70,6 +70,7 @@ def segment_record(
     retries: int,
     stopped_by: str | None = None,
     exit_code: int | None = None,
+    power: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One process's counters, as checkpointed into the journal.
 
@@ -82,6 +83,8 @@ def segment_record(
         retries: retries scheduled.
         stopped_by: why it stopped, once known.
         exit_code: its exit code, once known (``None``: still running, or killed).
+        power: ``--stop-running``: its power counters (see ``PowerLedger.segment``), which the
+            summary sums over the run's processes.
     """
     return {
         "id": segment_id,
@@ -92,6 +95,7 @@ def segment_record(
         "retries": retries,
         "stoppedBy": stopped_by,
         "exitCode": exit_code,
+        **({"power": dict(power)} if power is not None else {}),
     }
 
 

@@ -1,4 +1,5 @@
-"""The pure decisions of batch.policy: what a job does after an error, and when it must look first."""
+"""The pure helpers of batch.policy: what counts as a failure, when a job must look first, look-up
+timeouts and messages (the retry decision itself: tests/test_retry_policy.py)."""
 
 from __future__ import annotations
 
@@ -17,13 +18,6 @@ from batch.errors import (
 )
 from batch.models import Status
 from batch.policy import (
-    FATAL_REASON,
-    LOOKUP_ATTEMPTS,
-    LOOKUP_THROTTLED_LIMIT,
-    Decision,
-    Next,
-    after_create_error,
-    after_lookup_error,
     counts_as_failure,
     lookup_failed,
     lookup_timeout,
@@ -43,79 +37,6 @@ QUOTA = QuotaExceededError("INVALID_IMAGE_QUOTA_EXCEED", "quota")
 BAD_SIGNATURE = AuthenticationError("AUTHFAILURE_SIGNATURE_FAILURE", "bad signature")
 NO_PERMISSION = AuthenticationError("AUTHFAILURE_UNAUTHORIZED_OPERATION", "not allowed")
 STOP_HINT = "CreateImage needs a STOPPED instance; stop it first, or run with --stop-running (stop, image, start again)"
-
-
-@pytest.mark.parametrize(
-    ("err", "failures", "busy_seconds", "expected"),
-    [
-        pytest.param(LOST, 1, 0.0, Decision(Next.RETRY), id="lost-answer-retries"),
-        pytest.param(
-            LOST, 3, 0.0, Decision(Next.END, Status.FAILED, "gave up after 3 failed attempts"), id="lost-answer-last"
-        ),
-        pytest.param(UNAVAILABLE, 2, 0.0, Decision(Next.RETRY), id="5xx-retries"),
-        pytest.param(
-            REFUSED, 3, 0.0, Decision(Next.END, Status.FAILED, "gave up after 3 failed attempts"), id="5xx-last"
-        ),
-        pytest.param(BUSY, 0, 5.0, Decision(Next.RETRY), id="busy-retries"),
-        pytest.param(
-            BUSY, 0, 10.0, Decision(Next.END, Status.FAILED, "instance still busy after 10 s"), id="busy-too-long"
-        ),
-        pytest.param(THROTTLED, 99, 0.0, Decision(Next.RETRY), id="throttled-always-retries"),
-        pytest.param(NOT_FOUND, 0, 0.0, Decision(Next.END, Status.FAILED, None), id="permanent-ends"),
-        pytest.param(RUNNING, 0, 0.0, Decision(Next.END, Status.FAILED, STOP_HINT), id="running-instance-hint"),
-        pytest.param(
-            QUOTA, 0, 0.0, Decision(Next.STOP_RUN, Status.INTERRUPTED, FATAL_REASON), id="quota-stops"
-        ),
-        pytest.param(
-            BAD_SIGNATURE,
-            0,
-            0.0,
-            Decision(Next.STOP_RUN, Status.INTERRUPTED, FATAL_REASON),
-            id="auth-stops",
-        ),
-    ],
-)
-def test_after_create_error(err: ApiError, failures: int, busy_seconds: float, expected: Decision) -> None:
-    """Each CreateImage error leads to the step the table gives (with --max-attempts 3, --busy-timeout 10)."""
-    decision = after_create_error(err, failures=failures, max_attempts=3, busy_seconds=busy_seconds, busy_timeout=10)
-    assert decision == expected
-
-
-@pytest.mark.parametrize(
-    ("err", "failures", "expected"),
-    [
-        pytest.param(UNAVAILABLE, 1, Next.RETRY, id="5xx-retries"),
-        pytest.param(LOST, LOOKUP_ATTEMPTS - 1, Next.RETRY, id="timeout-retries-within-budget"),
-        pytest.param(LOST, LOOKUP_ATTEMPTS, Next.END, id="budget-spent-ends"),
-        pytest.param(THROTTLED, LOOKUP_ATTEMPTS + 5, Next.RETRY, id="throttled-not-counted-as-failure"),
-        pytest.param(NOT_FOUND, 1, Next.END, id="permanent-ends"),
-        pytest.param(BAD_SIGNATURE, 1, Next.STOP_RUN, id="auth-stops"),
-    ],
-)
-def test_after_lookup_error(err: ApiError, failures: int, expected: Next) -> None:
-    """A failed look-up is retried within its own budget; giving up always means `unknown`."""
-    decision = after_lookup_error(err, failures=failures)
-    assert decision.next is expected
-    assert decision.status is (None if expected is Next.RETRY else Status.UNKNOWN)
-
-
-@pytest.mark.parametrize(
-    ("throttled", "expected"),
-    [
-        pytest.param(1, Next.RETRY, id="first-429"),
-        pytest.param(LOOKUP_THROTTLED_LIMIT - 1, Next.RETRY, id="below-limit"),
-        pytest.param(LOOKUP_THROTTLED_LIMIT, Next.END, id="limit-reached"),
-    ],
-)
-def test_throttled_look_ups_are_bounded(throttled: int, expected: Next) -> None:
-    """429s do not use up the look-up budget, but a job cannot wait on them forever (a stop must end)."""
-    assert after_lookup_error(THROTTLED, failures=0, throttled=throttled).next is expected
-
-
-def test_look_up_budget_is_independent_of_max_attempts() -> None:
-    """The look-up budget is its own: a CreateImage with --max-attempts 1 still gets every look-up."""
-    assert after_create_error(LOST, failures=1, max_attempts=1, busy_seconds=0, busy_timeout=10).next is Next.END
-    assert after_lookup_error(LOST, failures=1).next is Next.RETRY
 
 
 @pytest.mark.parametrize(

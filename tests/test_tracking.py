@@ -15,13 +15,8 @@ import pytest
 from batch import Credentials, ZecClient
 from batch.client import RequestRecord
 from batch.errors import (
-    ApiError,
     AuthenticationError,
     FatalRunError,
-    LostAnswerError,
-    PermanentJobError,
-    QuotaExceededError,
-    ThrottledError,
     TransientServerError,
 )
 from batch.fake import FakeInstance
@@ -30,10 +25,8 @@ from batch.tracking import (
     BatchResult,
     Kind,
     Outcome,
-    PollStep,
     Resolution,
     StatePoller,
-    after_poll_error,
     judge,
     state_outcome,
 )
@@ -93,26 +86,6 @@ def test_judge(seen: str | None, misses: int, now: float, expected: Outcome | No
     """An answer ends a wait by its state, by absence (3 in a row) or by the deadline (10)."""
     got = judge(Kind.INSTANCE, seen, STOPPED, misses=misses, missing_polls=3, now=now, deadline=10.0)
     assert got is expected
-
-
-@pytest.mark.parametrize(
-    ("err", "failures", "expected"),
-    [
-        pytest.param(AuthenticationError("AUTHFAILURE_SIGNATURE_FAILURE", "x"), 1, PollStep.STOP_RUN, id="auth-fatal"),
-        pytest.param(QuotaExceededError("INVALID_IMAGE_QUOTA_EXCEED", "x"), 1, PollStep.STOP_RUN, id="quota-fatal"),
-        pytest.param(FatalRunError("TLS_ERROR", "x"), 9, PollStep.STOP_RUN, id="fatal-any-count"),
-        pytest.param(ThrottledError("REQUEST_LIMIT_EXCEEDED", "x"), 100, PollStep.RETRY, id="throttled-never-gives-up"),
-        pytest.param(TransientServerError("SERVICE_TEMPORARY_UNAVAILABLE", "x"), 1, PollStep.RETRY, id="5xx-retries"),
-        pytest.param(TransientServerError("INTERNAL_SERVER_ERROR", "x"), 4, PollStep.RETRY, id="5xx-below-limit"),
-        pytest.param(TransientServerError("INTERNAL_SERVER_ERROR", "x"), 5, PollStep.GIVE_UP, id="5xx-at-limit"),
-        pytest.param(LostAnswerError("NETWORK_ERROR", "x"), 2, PollStep.RETRY, id="lost-answer-retries"),
-        pytest.param(PermanentJobError("INVALID_PARAMETER_VALUE", "x"), 1, PollStep.GIVE_UP, id="permanent-at-once"),
-        pytest.param(ApiError("ODD", "x"), 1, PollStep.GIVE_UP, id="unclassified-gives-up"),
-    ],
-)
-def test_after_poll_error(err: ApiError, failures: int, expected: PollStep) -> None:
-    """A failed look-up retries while it may help, gives up when it cannot, stops the run when fatal."""
-    assert after_poll_error(err, failures, max_failures=5) is expected
 
 
 # ----- the poller -----------------------------------------------------------------------------

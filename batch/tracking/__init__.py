@@ -24,9 +24,7 @@ from .states import (
     Awaited,
     Kind,
     Outcome,
-    PollStep,
     Resolution,
-    after_poll_error,
     judge,
     state_outcome,
 )
@@ -42,10 +40,8 @@ __all__ = [
     "Batcher",
     "Kind",
     "Outcome",
-    "PollStep",
     "Resolution",
     "StatePoller",
-    "after_poll_error",
     "judge",
     "state_outcome",
 ]

@@ -22,6 +22,7 @@ import anyio
 
 from ..client import MAX_IDS_PER_CALL, ZecClient
 from ..errors import ApiError, FatalRunError, ThrottledError
+from ..policy import Attempts, Call, Failed, Retry, RetryOptions, StopRun, Verdict, decide
 from .states import (
     MISSING_POLLS,
     POLL_FAILURES,
@@ -29,9 +30,7 @@ from .states import (
     Awaited,
     Kind,
     Outcome,
-    PollStep,
     Resolution,
-    after_poll_error,
     judge,
 )
 
@@ -269,13 +268,13 @@ class StatePoller(Generic[T]):
                 seen = await self._look_up(kind, ids)
             except ApiError as err:
                 self.failed_calls += 1
-                step = self._failed_chunk(kind, ids, err, deliver)
-                if step is PollStep.STOP_RUN and isinstance(err, FatalRunError):
+                verdict = self._failed_chunk(kind, ids, err, deliver)
+                if isinstance(verdict, StopRun) and isinstance(err, FatalRunError):
                     return err
-                if isinstance(err, ThrottledError):
+                if isinstance(err, ThrottledError) and isinstance(verdict, Retry):
                     # The rest of this poll would meet the limit too; the next poll starts with
                     # the items not asked about (see _seen_chunk), after the server's wait.
-                    wait_more = err.retry_after or 0.0
+                    wait_more = verdict.delay
                     break
                 continue
             self._seen_chunk(kind, ids, seen, deliver)
@@ -325,18 +324,20 @@ class StatePoller(Generic[T]):
                 # about the others first next time.
                 items[item_id] = items.pop(item_id)
 
-    def _failed_chunk(self, kind: Kind, ids: list[str], err: ApiError, deliver: Deliver[T]) -> PollStep:
+    def _failed_chunk(self, kind: Kind, ids: list[str], err: ApiError, deliver: Deliver[T]) -> Verdict:
         throttled = isinstance(err, ThrottledError)
         waiters = [(item_id, key, w) for item_id in ids for key, w in self._items[kind].get(item_id, {}).items()]
         if not throttled:
             for _, _, w in waiters:
                 w.errors += 1
-        step = after_poll_error(err, max((w.errors for _, _, w in waiters), default=0), max_failures=self.max_failures)
-        if step is PollStep.GIVE_UP:
+        failures = max((w.errors for _, _, w in waiters), default=0)
+        attempts = Attempts(failures=failures, server_wait=err.retry_after or 0.0)
+        verdict = decide(err, attempts, RetryOptions(poll_failures=self.max_failures), call=Call.POLL)
+        if isinstance(verdict, Failed):
             for item_id, key, w in waiters:
                 if self._remove(kind, item_id, key) is w:  # not forgotten by an earlier delivery
                     deliver(Resolution(w.token, kind, item_id, Outcome.ERROR, w.state, err))
-        return step
+        return verdict
 
     def _sweep_deadlines(self, now: float, deliver: Deliver[T]) -> None:
         """End the waits past their deadline that no answer ended (their call failed or was

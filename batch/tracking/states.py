@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Generic, TypeVar
 
-from ..errors import ApiError, FatalRunError, RetryableError, ThrottledError
+from ..errors import ApiError
+from ..policy import POLL_FAILURES
 
 __all__ = [
     "FAILED_IMAGE_STATES",
@@ -24,9 +25,7 @@ __all__ = [
     "Awaited",
     "Kind",
     "Outcome",
-    "PollStep",
     "Resolution",
-    "after_poll_error",
     "judge",
     "state_outcome",
 ]
@@ -44,8 +43,6 @@ FAILED_IMAGE_STATES = frozenset({"FAILED", "UNAVAILABLE"})
 #: Answers in a row an item may be absent from (just created: not listed yet) before it is
 #: ``missing``.
 MISSING_POLLS = 3
-#: Failed look-ups in a row of one item (throttled ones aside) before its wait ends ``error``.
-POLL_FAILURES = 5
 
 
 class Kind(StrEnum):
@@ -66,19 +63,8 @@ class Outcome(StrEnum):
     MISSING = "missing"
     #: still transitional at its deadline
     TIMEOUT = "timeout"
-    #: its look-ups kept failing (:func:`after_poll_error` gave up); the resolution has the error
+    #: its look-ups kept failing (:func:`batch.policy.decide` gave up); the resolution has the error
     ERROR = "error"
-
-
-class PollStep(StrEnum):
-    """What the poller does after a look-up call failed."""
-
-    #: keep the items; the next poll asks again
-    RETRY = "retry"
-    #: end the waits of the call's items with :attr:`Outcome.ERROR`
-    GIVE_UP = "give_up"
-    #: no call can succeed (credentials, endpoint): report it and stop polling
-    STOP_RUN = "stop_run"
 
 
 def state_outcome(kind: Kind, state: str, want: frozenset[str]) -> Outcome | None:
@@ -125,28 +111,6 @@ def judge(
     elif misses >= missing_polls:
         return Outcome.MISSING
     return Outcome.TIMEOUT if now >= deadline else None
-
-
-def after_poll_error(err: ApiError, failures: int, *, max_failures: int = POLL_FAILURES) -> PollStep:
-    """Decide what the poller does with a call's items after the call raised ``err``.
-
-    A look-up is a read, safe to repeat: retryable errors retry until ``max_failures`` in a row,
-    throttling always (the items' deadlines still bound the wait), a permanent error gives up
-    at once (asking again gets the same answer) and a fatal one stops the run.
-
-    Args:
-        err: what the call raised.
-        failures: failed look-ups in a row of the call's items, this one included (the most of
-            any item; throttled ones do not count).
-        max_failures: failed look-ups in a row allowed.
-    """
-    if isinstance(err, FatalRunError):
-        return PollStep.STOP_RUN
-    if isinstance(err, ThrottledError):
-        return PollStep.RETRY
-    if isinstance(err, RetryableError) and failures < max_failures:
-        return PollStep.RETRY
-    return PollStep.GIVE_UP
 
 
 @dataclass(frozen=True, slots=True)
