@@ -27,8 +27,7 @@ from .answers import malformed
 from .client import MAX_PAGE_SIZE, ZecClient
 from .errors import ApiError, ThrottledError, UsageError
 from .listwrite import write_checked_job_list
-from .policy import Next, after_lookup_error
-from .scheduling import full_jitter
+from .policy import Attempts, Call, Retry, RetryOptions, decide
 from .selection import GroupBy, Selection, parse_selectors
 from .sources import detect_format
 from .text import clip
@@ -161,10 +160,21 @@ async def list_instances(
                 except ApiError as err:
                     throttled += isinstance(err, ThrottledError)
                     failures += not isinstance(err, ThrottledError)
-                    decision = after_lookup_error(err, failures=failures, throttled=throttled, budget=attempts)
-                    if decision.next is not Next.RETRY:
+                    # the run's one retry policy, as for the run's own image listing
+                    verdict = decide(
+                        err,
+                        Attempts(
+                            failures=failures,
+                            throttled=throttled,
+                            server_wait=err.retry_after or 0.0,
+                            jitter=dice.random(),
+                        ),
+                        RetryOptions(backoff_base=backoff_base, backoff_cap=backoff_cap, lookup_attempts=attempts),
+                        call=Call.LISTING,
+                    )
+                    if not isinstance(verdict, Retry):
                         raise
-                    await sleep(err.retry_after or full_jitter(failures, base=backoff_base, cap=backoff_cap, rng=dice))
+                    await sleep(verdict.delay)
             for item in items:
                 instance = Instance.from_api(item)
                 if instance is None:
