@@ -26,6 +26,7 @@ from .errors import JobListError, UsageError
 from .jsonscan import JsonJobScanner, ScanProblem, deep_message, too_deep, unique_keys
 from .models import Job
 from .naming import DEFAULT_NAME_TEMPLATE, NameTemplate, image_name_problem
+from .ownership import reserved_tag_problem
 from .text import clip
 
 __all__ = ["COLUMNS", "FAKE_COLUMNS", "JobList", "Validation", "detect_format"]
@@ -389,6 +390,8 @@ class JobList:
             if key in seen:
                 problems.append(f"{where}: tag key {clip(key)} appears twice")
             seen.add(key)
+        if (reserved := reserved_tag_problem(pairs)) is not None:
+            problems.append(f"{where}: {reserved}")
         return tuple(pairs)
 
     # ----- whole-file passes -----------------------------------------------------------------
