@@ -29,6 +29,7 @@ from .errors import ImagebatchError, JobListError, RunDirectoryError, UsageError
 from .header import new_run_id
 from .naming import DEFAULT_NAME_TEMPLATE
 from .options import MIN_RATE, RunOptions
+from .prunecli import add_prune_parser, cmd_prune
 from .report import ProgressPrinter, render_summary, resume_command
 from .runner import EXIT_BAD_INPUT, EXIT_FATAL, Run
 from .snapshot import JobSource, take_snapshot
@@ -208,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_args(run)
     validate = sub.add_parser("validate", help="check a job list and report every problem")
     _add_job_list_args(validate)
+    add_prune_parser(sub)
     demo = sub.add_parser("demo", help="run the sample job list against an in-process fake API")
     demo.add_argument(
         "--out", type=_out_dir, help="run directory, which must not hold a run yet (default: runs/demo-<UTC timestamp>)"
@@ -316,6 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     commands = {"run": _cmd_run, "validate": _cmd_validate, "demo": _cmd_demo, "fake-server": _cmd_fake_server}
+    commands["prune"] = cmd_prune
     try:
         return commands[args.command](args)
     except KeyboardInterrupt:
