@@ -187,8 +187,10 @@ async def test_dry_run_deletes_nothing_and_prints_what_prune_then_deletes(
     before = set(live(fake))
     assert "dry run: nothing was deleted; 3 image(s) would be deleted" in planned
     assert planned.splitlines()[0].split() == ["instance", "kept", "deleted", "why"]
-    assert await anyio.to_thread.run_sync(main, [*argv, "--out", str(tmp_path / "o")]) == 0
+    assert await anyio.to_thread.run_sync(main, argv) == 0
     done = capsys.readouterr().out
+    (made,) = (tmp_path / "runs").glob("prune-*")  # the default run directory
+    assert len(results_of(made)) == 3
     deleted = before - set(live(fake))
     assert len(deleted) == 3
     table = planned.split("dry run:")[0]
@@ -290,7 +292,7 @@ async def test_journal_holds_the_ids_before_delete_images_is_sent(tmp_path: Path
 
 
 async def test_resume_finishes_and_a_changed_rule_is_refused(tmp_path: Path, make_fake: FakeFactory) -> None:
-    """--resume of a finished prune deletes nothing more; --keep given differently is refused naming both values."""
+    """--resume of a finished prune deletes nothing more and keeps its time; a changed --keep is refused."""
     fake = await make_fake()
     seed_nights(fake, "i-1", range(4))
     assert (await prune(request(tmp_path, fake, ["i-1"], now=night(4), keep=2)))[0] == 0
@@ -299,6 +301,8 @@ async def test_resume_finishes_and_a_changed_rule_is_refused(tmp_path: Path, mak
     assert code == 0
     assert fake.calls["DeleteImages"] == calls
     assert len(results_of(tmp_path / "out")) == 1
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["now"].startswith("2026-11-05T02:00:00")  # night 4: the time --max-age counts from is kept
     with pytest.raises(Exception, match=r"--keep 1 differs from the prune's 2"):
         await prune(request(tmp_path, fake, None, now=night(9), keep=1, resume=True))
 
@@ -428,3 +432,24 @@ def test_prune_usage_errors_exit_2(
         code = int(str(exc.code))
     assert code == 2
     assert needle in capsys.readouterr().err
+
+
+async def test_quota_hit_mid_run_then_prune_then_resume(tmp_path: Path, make_fake: FakeFactory) -> None:
+    """A run that meets INVALID_IMAGE_QUOTA_EXCEED stops with exit 3 and interrupted jobs; prune frees the
+    quota, and --resume finishes the run."""
+    fake = await make_fake(instances("i-1", "i-2"), cloud_kwargs={"image_quota": 5, "transition_seconds": 0.0})
+    seed_nights(fake, "i-1", range(2))
+    seed_nights(fake, "i-2", range(2))
+    jobs = write_csv(tmp_path / "jobs.csv", ["i-1", "i-2"])
+    run = [sys.executable, "-m", "batch", "run", str(jobs), "--out", str(tmp_path / "run"), "--endpoint", fake.url]
+    run += ["--quiet", "--concurrency", "1", "--lookup-delay", "0"]
+    env = {**os.environ, **ENV}
+    first = await anyio.run_process(run, env=env, check=False)
+    assert first.returncode == 3
+    assert b"INVALID_IMAGE_QUOTA_EXCEED" in first.stdout + first.stderr
+    assert sorted(r["status"] for r in results_of(tmp_path / "run")) == ["interrupted", "succeeded"]
+    code, _ = await prune(request(tmp_path, fake, ["i-1", "i-2"], now=night(2), keep=1, out="prune"))
+    assert code == 0
+    resumed = await anyio.run_process([*run, "--resume"], env=env, check=False)
+    assert resumed.returncode == 0, resumed.stderr.decode()
+    assert sorted(r["status"] for r in results_of(tmp_path / "run")) == ["succeeded", "succeeded"]
