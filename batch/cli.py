@@ -32,6 +32,7 @@ from .header import new_run_id
 from .naming import DEFAULT_NAME_TEMPLATE
 from .options import MIN_RATE, RunOptions
 from .output import add_output_option, print_json, validation_record
+from .prunecli import add_prune_parser, cmd_prune
 from .report import ProgressPrinter, render_summary, resume_command
 from .runner import EXIT_BAD_INPUT, EXIT_FATAL, Run
 from .snapshot import JobSource, take_snapshot
@@ -213,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check a job list and report every problem")
     _add_job_list_args(validate)
     add_output_option(validate)
+    add_prune_parser(sub)
     demo = sub.add_parser("demo", help="run the sample job list against an in-process fake API")
     demo.add_argument(
         "--out", type=_out_dir, help="run directory, which must not hold a run yet (default: runs/demo-<UTC timestamp>)"
@@ -347,6 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_BAD_INPUT
     commands = {"run": _cmd_run, "validate": _cmd_validate, "demo": _cmd_demo, "fake-server": _cmd_fake_server}
     commands |= {"inventory": inventory_cmd.main, "report": report_cmd.main, "plan": _cmd_plan}
+    commands["prune"] = cmd_prune
     try:
         return commands[args.command](args)
     except KeyboardInterrupt:

@@ -5,7 +5,8 @@ Files in a run directory:
 * ``run.json``: what the run is (job list, name template, date, run id); written once,
   atomically, and read back by ``--resume``.
 * ``journal.log``: the source of truth. One record a line, ``CRC32 JSON``; ``intent`` records
-  are durable before their CreateImage is sent, ``result`` records when a job ends. A line torn
+  are durable before their CreateImage is sent (``delete`` records before a ``prune``'s
+  DeleteImages), ``result`` records when a job ends. A line torn
   by a crash fails its checksum and is ignored, never misread.
 * ``results.jsonl``: one plain JSON line per finished job, for people and tools. It is written
   with the journal and rebuilt from it on resume, so it never keeps a torn line.
@@ -86,6 +87,8 @@ class JournalState:
     #: instances this run stopped and then saw RUNNING again
     started: set[str] = field(default_factory=set)
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: ``prune``: images DeleteImages may have been sent for (image id: instance id)
+    deleting: dict[str, str] = field(default_factory=dict)
     segments: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: records that failed their checksum (a torn last record is normal after a crash)
     torn: int = 0
@@ -138,6 +141,8 @@ def _apply(state: JournalState, record: dict[str, Any]) -> None:
             state.started.discard(str(record["instanceId"]))
         elif kind == "started":
             state.started.add(str(record["instanceId"]))
+        elif kind == "delete":
+            state.deleting.update({str(i): str(n) for i, n in record["images"].items()})
         elif kind == "segment":
             segment = record["segment"]
             state.segments[str(segment["id"])] = segment
@@ -259,6 +264,8 @@ class RunDirectory:
         out += [encode_record({"type": "result", "result": r}) for r in state.results.values()]
         out += [encode_record({"type": "stop", "instanceId": i}) for i in sorted(state.stopped)]
         out += [encode_record({"type": "started", "instanceId": i}) for i in sorted(state.started & state.stopped)]
+        if state.deleting:
+            out.append(encode_record({"type": "delete", "images": state.deleting}))
         out += [encode_record({"type": "segment", "segment": s}) for s in state.segments.values()]
         write_atomic(self.file(JOURNAL_FILE), b"".join(out))
 
@@ -331,9 +338,26 @@ class JournalWriter:
         """Queue the record that an instance this run stopped is RUNNING again."""
         self._submit(encode_record({"type": "started", "instanceId": instance_id}))
 
+    async def deleting(self, images: Mapping[str, str]) -> None:
+        """Record that DeleteImages may be sent for ``images`` (id: instance); returns when durable.
+
+        Args:
+            images: the image ids of the call, each with its instance.
+        """
+        self._urgent = True
+        await self._submit(encode_record({"type": "delete", "images": dict(images)})).wait()
+
     def result(self, result: JobResult) -> None:
         """Queue a job's final result (durable at the next group sync)."""
-        text = _compact_json(result.to_record()).encode()
+        self.result_record(result.to_record())
+
+    def result_record(self, record: Mapping[str, Any]) -> None:
+        """Queue a result line given as its JSON object (``prune``'s lines are not :class:`JobResult`).
+
+        Args:
+            record: the line; it needs ``instanceId`` and ``status``.
+        """
+        text = _compact_json(dict(record)).encode()
         # Encoded once: the same JSON is the results.jsonl line and the journal record's payload.
         self._submit(_frame(b'{"type":"result","result":' + text + b"}"), text + b"\n")
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from .constants import DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, DEFAULT_TOKEN
+from .constants import DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, DEFAULT_TOKEN, MISSING_IMAGE_CODES
 from .power import BATCH_ERROR_MODES
 from .scripts import ScriptError, parse_script_flag
 
@@ -219,6 +219,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0.0,
         help="new images show in DescribeCustomImages only after this long (eventual consistency)",
     )
+    parser.add_argument(
+        "--missing-image-code",
+        choices=MISSING_IMAGE_CODES,
+        default=MISSING_IMAGE_CODES[0],
+        help="DeleteImages' 404 code for an image that does not exist (default: %(default)s)",
+    )
     parser.add_argument("--write-jobs", type=Path, metavar="CSV", help="write a job list of the fleet's instances")
     parser.add_argument("--seed", type=int, default=0, help="seed of the fault dice")
     parser.add_argument("--access-key-id", default=DEFAULT_ACCESS_KEY_ID, help="accepted key id (default: %(default)s)")
@@ -271,6 +277,7 @@ def build_fake(args: argparse.Namespace) -> FakeZenlayer:
         boot_seconds=args.boot_seconds,
         batch_errors=args.batch_errors,
         list_lag_seconds=args.list_lag_seconds,
+        missing_image_code=args.missing_image_code,
     )
     config = FakeConfig(
         access_key_id=args.access_key_id,

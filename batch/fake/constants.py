@@ -14,6 +14,7 @@ __all__ = [
     "DEFAULT_TOKEN",
     "IMAGE_NAME_MAX",
     "IMAGE_NAME_MIN",
+    "MISSING_IMAGE_CODES",
     "SERVICE",
     "SIGNED_HEADERS",
 ]
@@ -28,6 +29,9 @@ ALGORITHM = "ZC2-HMAC-SHA256"
 SIGNED_HEADERS = "content-type;host"
 #: CreateImage's imageName length bounds, characters.
 IMAGE_NAME_MIN, IMAGE_NAME_MAX = 2, 63
+#: The codes the documentation gives for an image that does not exist: zec's (what Terraform
+#: takes for "already deleted" on DeleteImages) and the older vm API's.
+MISSING_IMAGE_CODES = ("OPERATION_FAILED_RESOURCE_NOT_FOUND", "INVALID_IMAGE_NOT_FOUND")
 
 # Documented, deliberately public credentials of the fake (never valid anywhere else).
 DEFAULT_ACCESS_KEY_ID = "fake-access-key-id"

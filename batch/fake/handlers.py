@@ -13,9 +13,16 @@ from collections.abc import Callable
 from typing import Any
 
 from .constants import IMAGE_NAME_MAX, IMAGE_NAME_MIN
-from .errors import InvalidParameter, MissingParameter
+from .errors import InvalidParameter
+from .images import delete_images, describe_custom_images
+from .params import id_list as _id_list
+from .params import optional_str as _optional_str
+from .params import page as _page
+from .params import required_str as _required_str
+from .params import tag_filters as _tag_filters
+from .params import tags_match
 from .scripts import NO_FAULT, Taken
-from .state import FakeCloud, FakeInstance
+from .state import FakeCloud
 
 __all__ = ["HANDLERS", "image_name_error"]
 
@@ -53,56 +60,12 @@ def image_name_error(name: str) -> InvalidParameter | None:
     return None
 
 
-def _required_str(params: dict[str, Any], name: str) -> str:
-    if name not in params or params[name] in (None, ""):
-        raise MissingParameter(f"{name} is required")
-    value = params[name]
-    if not isinstance(value, str):
-        raise InvalidParameter(f"{name} must be a string", code="INVALID_PARAMETER_TYPE")
-    return value
-
-
-def _id_list(params: dict[str, Any], name: str, *, required: bool, limit: int | None = 100) -> list[str] | None:
-    if name not in params or params[name] is None:
-        if required:
-            raise MissingParameter(f"{name} is required")
-        return None
-    value = params[name]
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise InvalidParameter(f"{name} must be an array of strings", code="INVALID_PARAMETER_TYPE")
-    if limit is not None and len(value) > limit:
-        raise InvalidParameter(f"{name} takes at most {limit} ids", code="INVALID_PARAMETER_EXCEED_LENGTH")
-    if required and not value:
-        raise InvalidParameter(f"{name} must not be empty", code="INVALID_PARAMETER_LESS_LENGTH")
-    return value
-
-
 def _distinct(ids: list[str], name: str) -> list[str]:
     # Undocumented; refusing a repeated id keeps a client bug from hiding behind a lenient fake.
     if len(set(ids)) != len(ids):
         repeated = sorted({i for i in ids if ids.count(i) > 1})
         raise InvalidParameter(f"{name} repeats {', '.join(repeated)}")
     return ids
-
-
-def _optional_str(params: dict[str, Any], name: str) -> str | None:
-    value = params.get(name)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise InvalidParameter(f"{name} must be a string", code="INVALID_PARAMETER_TYPE")
-    return value
-
-
-def _page(params: dict[str, Any]) -> tuple[int, int]:
-    num, size = params.get("pageNum", 1), params.get("pageSize", 20)
-    if not isinstance(num, int) or not isinstance(size, int):
-        raise InvalidParameter("pageNum and pageSize must be integers", code="INVALID_PARAMETER_TYPE")
-    if num < 1 or size < 1:
-        raise InvalidParameter("pageNum and pageSize must be at least 1", code="INVALID_PARAMETER_LESS_MINIMUM")
-    if size > 1000:
-        raise InvalidParameter("pageSize is at most 1000", code="INVALID_PARAMETER_EXCEED_MAXIMUM")
-    return num, size
 
 
 def _tags(params: dict[str, Any]) -> list[dict[str, str]]:
@@ -135,30 +98,6 @@ def create_image(cloud: FakeCloud, params: dict[str, Any], _taken: Taken = NO_FA
     return {"imageId": image.image_id, "imageName": image.image_name}
 
 
-def describe_custom_images(cloud: FakeCloud, params: dict[str, Any], _taken: Taken = NO_FAULT) -> dict[str, Any]:
-    num, size = _page(params)
-    ids = _id_list(params, "imageIds", required=False, limit=None)
-    name = params.get("imageName")
-    status = params.get("imageStatus")
-    images = sorted(cloud.listed_images(), key=lambda i: i.image_id)
-    if ids is not None:
-        wanted = set(ids)
-        images = [i for i in images if i.image_id in wanted]
-    if isinstance(name, str) and name:
-        images = [i for i in images if name in i.image_name]  # fuzzy, like the API
-    if isinstance(status, str) and status:
-        images = [i for i in images if i.status == status]
-    page = images[(num - 1) * size : num * size]
-    return {"totalCount": len(images), "dataSet": [i.to_api() for i in page]}
-
-
-def delete_images(cloud: FakeCloud, params: dict[str, Any], taken: Taken = NO_FAULT) -> dict[str, Any]:
-    ids = _id_list(params, "imageIds", required=True, limit=None) or []
-    failing = taken.failing_of(ids)
-    failed = cloud.delete_images([i for i in ids if i not in failing])
-    return {"imageIds": [i for i in ids if i in failing or i in failed]}
-
-
 def describe_instances_status(cloud: FakeCloud, params: dict[str, Any], _taken: Taken = NO_FAULT) -> dict[str, Any]:
     num, size = _page(params)
     ids = _id_list(params, "instanceIds", required=False)
@@ -174,31 +113,6 @@ def describe_instances_status(cloud: FakeCloud, params: dict[str, Any], _taken: 
         "totalCount": len(found),
         "dataSet": [{"instanceId": i.instance_id, "instanceStatus": i.status} for i in page],
     }
-
-
-def _tag_filters(params: dict[str, Any]) -> tuple[list[tuple[str, str]], list[str]]:
-    """The ``tags`` (a plain array of Tag) and ``tagKeys`` filters of a Describe call."""
-    tags, keys = params.get("tags"), params.get("tagKeys")
-    if tags is None:
-        tags = []
-    if keys is None:
-        keys = []
-    if not isinstance(tags, list) or not all(
-        isinstance(t, dict) and isinstance(t.get("key"), str) and isinstance(t.get("value"), str) for t in tags
-    ):
-        raise InvalidParameter('tags must be an array of {"key": ..., "value": ...}', code="INVALID_PARAMETER_TYPE")
-    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
-        raise InvalidParameter("tagKeys must be an array of strings", code="INVALID_PARAMETER_TYPE")
-    if len(tags) > 20 or len(keys) > 20:
-        raise InvalidParameter("tags and tagKeys take at most 20 items each", code="INVALID_PARAMETER_EXCEED_LENGTH")
-    return [(t["key"], t["value"]) for t in tags], keys
-
-
-def _matches(inst: FakeInstance, tags: list[tuple[str, str]], keys: list[str]) -> bool:
-    # Every filter must hold (AND); the documentation does not say, and AND is the narrower reading.
-    held = {(t["key"], t["value"]) for t in inst.tags}
-    held_keys = {t["key"] for t in inst.tags}
-    return all(t in held for t in tags) and all(k in held_keys for k in keys)
 
 
 def describe_instances(cloud: FakeCloud, params: dict[str, Any], _taken: Taken = NO_FAULT) -> dict[str, Any]:
@@ -218,7 +132,7 @@ def describe_instances(cloud: FakeCloud, params: dict[str, Any], _taken: Taken =
         and (status is None or i.status == status)
         and (group is None or i.resource_group_id == group)
         and (name is None or name in (i.name or i.instance_id))  # fuzzy, like the API
-        and ((not tags and not keys) or _matches(i, tags, keys))
+        and tags_match(i.tags, tags, keys)
     ]
     page = found[(num - 1) * size : num * size]
     return {"totalCount": len(found), "dataSet": [i.to_api() for i in page]}

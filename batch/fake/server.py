@@ -5,7 +5,8 @@ latency, and injects seeded faults: 5xx answers, and *lost responses*, where Cre
 commits the image and then drops the connection without answering; and scripted faults for any
 action, per instance or image id (:mod:`.scripts`). ``GET /_fake/inspect`` shows (read-only)
 what happened, so tests can prove there is no duplicate image and every stopped instance runs
-again.
+again; ``GET /_fake/images`` shows every image with its tags, and the DeleteImages calls that
+named each (:mod:`.images`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .auth import verify_request
 from .constants import API_VERSION, DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, DEFAULT_TOKEN, SERVICE
 from .errors import FakeApiError, InvalidParameter, RateLimited, UnauthorizedOperation
 from .handlers import HANDLERS
+from .images import images_view
 from .scripts import ScriptBook
 from .state import FakeCloud
 
@@ -141,6 +143,7 @@ class FakeZenlayer:
         app = web.Application(client_max_size=8 * 1024 * 1024)
         app.router.add_post("/api/v2/{service}", self._handle)
         app.router.add_get("/_fake/inspect", self._inspect)
+        app.router.add_get("/_fake/images", self._images)
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
@@ -273,6 +276,9 @@ class FakeZenlayer:
         ):
             raise _DropConnectionError
         return result
+
+    async def _images(self, _request: web.Request) -> web.Response:
+        return web.json_response(images_view(self.cloud))
 
     async def _inspect(self, _request: web.Request) -> web.Response:
         return web.json_response(self.inspect())

@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from .constants import MISSING_IMAGE_CODES
 from .errors import (
     GpuNotSupported,
     ImageQuotaExceeded,
@@ -122,6 +123,9 @@ class FakeCloud:
         image_quota: how many custom images the account may hold (``None``: no limit).
         list_lag_seconds: a new image shows in DescribeCustomImages only this long after it was
             created (eventual consistency, which the real API may have).
+        missing_image_code: the error DeleteImages answers for an image that does not exist
+            (see :mod:`.images`): ``OPERATION_FAILED_RESOURCE_NOT_FOUND`` (what Terraform takes
+            for "already deleted") or ``INVALID_IMAGE_NOT_FOUND`` (the older API's).
         clock: monotonic clock in seconds.
     """
 
@@ -138,12 +142,21 @@ class FakeCloud:
         batch_errors: str = "listed",
         image_quota: int | None = None,
         list_lag_seconds: float = 0.0,
+        missing_image_code: str = MISSING_IMAGE_CODES[0],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if missing_image_code not in MISSING_IMAGE_CODES:
+            msg = f"missing_image_code must be one of {', '.join(MISSING_IMAGE_CODES)}, not {missing_image_code!r}"
+            raise ValueError(msg)
         if batch_errors not in BATCH_ERROR_MODES:
             msg = f"batch_errors must be one of {', '.join(BATCH_ERROR_MODES)}, not {batch_errors!r}"
             raise ValueError(msg)
         self.list_lag_seconds = list_lag_seconds
+        self.missing_image_code = missing_image_code
+        #: per image id, the DeleteImages calls that named it (a client must never repeat one)
+        self.delete_requests: Counter[str] = Counter()
+        #: the most ids one DeleteImages call carried
+        self.largest_delete_call = 0
         self.instances: dict[str, FakeInstance] = {i.instance_id: i for i in instances}
         start = clock()
         for inst in self.instances.values():

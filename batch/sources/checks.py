@@ -13,6 +13,7 @@ from typing import Any
 
 from ..models import Job
 from ..naming import NameTemplate, image_name_problem
+from ..ownership import reserved_tag_problem
 from ..text import clip
 from .common import ALL_COLUMNS, FAKE_COLUMNS, INSTANCE_ID_RE, NOT_OBJECT, Located, Row, did_you_mean
 
@@ -150,6 +151,8 @@ class RowChecker(Located):
             if key in seen:
                 problems.append(f"{where}: tag key {clip(key)} appears twice")
             seen.add(key)
+        if (reserved := reserved_tag_problem(pairs)) is not None:
+            problems.append(f"{where}: {reserved}")
         return tuple(pairs)
 
 
