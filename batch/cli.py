@@ -29,11 +29,12 @@ from .config import add_config_arguments, apply_config
 from .credentials import DEFAULT_ENDPOINT, parse_endpoint, resolve_credentials
 from .errors import ImagebatchError, JobListError, RunDirectoryError, UsageError
 from .header import new_run_id
+from .live import make_progress
 from .naming import DEFAULT_NAME_TEMPLATE
 from .options import MIN_RATE, RunOptions
 from .output import add_output_option, print_json, validation_record
 from .prunecli import add_prune_parser, cmd_prune
-from .report import ProgressPrinter, render_summary, resume_command
+from .report import render_summary, resume_command
 from .runner import EXIT_BAD_INPUT, EXIT_FATAL, Run
 from .snapshot import JobSource, take_snapshot
 from .sources import FORMATS, JobList, detect_format
@@ -177,6 +178,41 @@ def _add_run_args(parser: argparse.ArgumentParser) -> None:
         "--seed", type=int, default=argparse.SUPPRESS, help="seed of the back-off jitter (for reproducible tests)"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress display")
+    parser.add_argument(
+        "--progress-interval",
+        type=_positive_float,
+        default=30.0,
+        help="seconds between progress lines when stderr is not a terminal (default: 30)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="progress lines off a terminal: text, or one JSON object a line (default: text)",
+    )
+
+
+def _add_nightly_args(parser: argparse.ArgumentParser) -> None:
+    """``run``'s flags for scheduled runs: the fleet by selection, metrics, JSON on stdout."""
+    parser.add_argument(
+        "--select",
+        action="append",
+        default=[],
+        metavar="SELECTOR",
+        help="instead of a JOBLIST: the instances the API lists by tag:K=V, zone:Z, resource-group:R, "
+        "status:S (repeatable; resolved once, written into the run directory as its job list)",
+    )
+    parser.add_argument(
+        "--metrics-file",
+        type=Path,
+        default=None,
+        help="write Prometheus metrics here (node_exporter textfile collector; a .prom file), every 15 s "
+        "and at the end",
+    )
+    parser.add_argument(
+        "--job-name", default="imagebatch", help="the job_name label of the metrics (default: imagebatch)"
+    )
+    add_output_option(parser, ("table", "json"))
 
 
 def _out_dir(text: str) -> Path:
@@ -210,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="image every instance in a job list")
     _add_job_list_args(run, optional=True)
     _add_run_args(run)
+    _add_nightly_args(run)
     add_config_arguments(run)
     validate = sub.add_parser("validate", help="check a job list and report every problem")
     _add_job_list_args(validate)
@@ -281,12 +318,20 @@ def _default_out() -> Path:
 def _cmd_run(args: argparse.Namespace) -> int:
     if args.resume and args.out is None:
         raise UsageError("--resume needs --out: the run directory to continue")
-    if args.job_list is None and not args.resume:
-        raise UsageError("give a JOBLIST (or --resume with --out to continue a run)")
+    if args.select and args.job_list is not None:
+        raise UsageError("give a JOBLIST or --select, not both")
+    if args.job_list is None and not args.select and not args.resume:
+        raise UsageError("give a JOBLIST, --select, or --resume with --out to continue a run")
     # Not given: a new run uses the default API, a resumed one the API it started with.
     endpoint = args.endpoint or os.environ.get("ZENLAYER_ENDPOINT") or None
     if endpoint is not None:
         parse_endpoint(endpoint)
+    metrics = None
+    if args.metrics_file is not None:
+        from .metrics import MetricsFile
+
+        metrics = MetricsFile(args.metrics_file, job_name=args.job_name, policy=getattr(args, "policy", "default"))
+        metrics.check()  # a missing directory is bad input: say so before anything is sent
     resolved = resolve_credentials(os.environ, Path.home())
     for note in resolved.notes:
         print(f"imagebatch: note: {note}", file=sys.stderr)
@@ -294,26 +339,103 @@ def _cmd_run(args: argparse.Namespace) -> int:
     args.out = args.out or _default_out()
     given = {name: value for name, value in vars(args).items() if name in _OPTION_FIELDS}
     options = RunOptions(**given, resume=args.resume)
-    source = JobSource.from_argument(args.job_list) if args.job_list is not None else None
-    printer = None if args.quiet else ProgressPrinter()
-    run = Run(
-        source,
-        args.out,
-        options,
-        explicit=given.keys(),
-        notice=lambda text: print(f"imagebatch: {text}", file=sys.stderr),
-        credentials=credentials,
-        endpoint=endpoint,
-        progress=printer,
-        handle_signals=True,
-    )
-    try:
-        outcome = anyio.run(run.execute)
-    finally:
-        if printer is not None:
-            printer.finish()
-    print(render_summary(outcome.summary, out_dir=outcome.out_dir))
-    return outcome.exit_code
+    with contextlib.ExitStack() as stack:
+        source = _run_source(args, endpoint, credentials, options, stack)
+        display = None if args.quiet else make_progress(interval=args.progress_interval, log_format=args.log_format)
+        watch = None
+        if metrics is not None:
+            from .runmetrics import RunMetrics
+
+            watch = RunMetrics()
+        run = Run(
+            source,
+            args.out,
+            options,
+            explicit=given.keys(),
+            notice=lambda text: print(f"imagebatch: {text}", file=sys.stderr),
+            credentials=credentials,
+            endpoint=endpoint,
+            progress=_progress_to(display, watch),
+            handle_signals=True,
+        )
+        try:
+            outcome = anyio.run(_execute, run, metrics, watch)
+        finally:
+            if display is not None:
+                display.finish()
+    if args.output == "json":
+        print_json(outcome.summary)
+    else:
+        print(render_summary(outcome.summary, out_dir=outcome.out_dir))
+    return int(outcome.exit_code)
+
+
+def _run_source(
+    args: argparse.Namespace,
+    endpoint: str | None,
+    credentials: Any,
+    options: RunOptions,
+    stack: contextlib.ExitStack,
+) -> JobSource | None:
+    """The run's job list: the file given, or ``--select`` resolved once into a file (the run then
+    copies it into its directory, so a ``--resume`` acts on the same instances whatever the tags
+    say by then)."""
+    if not args.select:
+        return JobSource.from_argument(args.job_list) if args.job_list is not None else None
+    if args.resume and (args.out / "run.json").exists():
+        raise UsageError("--select picks the instances of a new run; a resume acts on the run's list (drop --select)")
+    from .client import ZecClient
+    from .inventory import resolve_selection, write_job_list
+
+    async def select() -> Any:
+        async with ZecClient(
+            endpoint or DEFAULT_ENDPOINT,
+            credentials,
+            connect_timeout=options.connect_timeout,
+            total_timeout=options.total_timeout,
+        ) as client:
+            return await resolve_selection(client, args.select)
+
+    instances = anyio.run(select)
+    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="imagebatch-select-")))
+    path = tmp / "selected.csv"
+    write_job_list(instances, path)
+    print(f"imagebatch: --select: {len(instances)} instances", file=sys.stderr)
+    return JobSource.from_argument(str(path))
+
+
+def _progress_to(display: Callable[[Any], None] | None, watch: Any) -> Callable[[Any], None] | None:
+    """One progress callback feeding the display and the metrics."""
+    if watch is None:
+        return display
+    if display is None:
+        return watch.observe  # type: ignore[no-any-return]
+
+    def both(p: Any) -> None:
+        watch.observe(p)
+        display(p)
+
+    return both
+
+
+async def _execute(run: Run, metrics: Any, watch: Any) -> Any:
+    """The run, with the metrics file written beside it (every 15 s, and its last numbers at the end)."""
+    if metrics is None:
+        return await run.execute()
+    from .metrics import MetricsTicker
+
+    def failed_write(exc: OSError) -> None:
+        print(f"imagebatch: warning: cannot write the metrics file: {exc.strerror or exc}", file=sys.stderr)
+
+    ticker = MetricsTicker(metrics, watch.snapshot, on_error=failed_write)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(ticker.run)
+        try:
+            outcome = await run.execute()
+        finally:
+            ticker.stop()
+        watch.ended(outcome.exit_code, outcome.summary)
+    return outcome
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:

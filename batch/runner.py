@@ -114,6 +114,10 @@ class Progress:
     #: ``--stop-running``: instances down now (stopped by this run, not yet RUNNING), jobs
     #: waiting for a slot, and jobs in the lifecycle's stop, wait and start steps
     power: dict[str, int] = field(default_factory=dict)
+    #: API requests by (action, code or "OK"), retries and 429 answers so far (for --metrics-file)
+    requests: dict[tuple[str, str], int] = field(default_factory=dict)
+    retries: int = 0
+    throttled: int = 0
 
 
 @dataclass
@@ -224,6 +228,8 @@ class Run:
         self.retry = RetryOptions.of(options)
         self.calls: Counter[str] = Counter()
         self.codes: Counter[str] = Counter()
+        self.requests: Counter[tuple[str, str]] = Counter()
+        self.throttled = 0
         self.by_status: Counter[str] = Counter()
         self.error_codes: Counter[str] = Counter()
         self.retries = 0
@@ -333,6 +339,8 @@ class Run:
             self._listing_pages += 1
         self.calls[record.action] += 1
         self.codes[record.code or "OK"] += 1
+        self.requests[(record.action, record.code or "OK")] += 1
+        self.throttled += record.status == 429
         st = _CURRENT.get()
         job: dict[str, Any] = {}
         if st is not None:
@@ -990,6 +998,9 @@ class Run:
             phase_detail=detail,
             requests_in_flight=self._requests_in_flight,
             power=self._power_progress(),
+            requests=dict(self.requests),
+            retries=self.retries,
+            throttled=self.throttled,
         )
 
     def _power_progress(self) -> dict[str, int]:
