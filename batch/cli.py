@@ -383,7 +383,11 @@ def _run_source(
     if not args.select:
         return JobSource.from_argument(args.job_list) if args.job_list is not None else None
     if args.resume and (args.out / "run.json").exists():
-        raise UsageError("--select picks the instances of a new run; a resume acts on the run's list (drop --select)")
+        # The same command line restarts a scheduled run (systemd, cron, a retried pod): the
+        # selection was resolved when the run started and the run keeps it as its job list, so
+        # a resume acts on the same instances whatever their tags say now.
+        print("imagebatch: --select: the run keeps the instances it selected when it started", file=sys.stderr)
+        return None
     from .client import ZecClient
     from .inventory import resolve_selection, write_job_list
 

@@ -46,8 +46,8 @@ def _tagged(n: int, tag: str | None) -> list[FakeInstance]:
 
 
 async def test_select_images_the_tagged_instances_and_resume_keeps_them(make_fake: FakeFactory, tmp_path: Path) -> None:
-    """--select tag:K=V images exactly the tagged instances; the run keeps them as its list, and --select
-    on a resume is refused."""
+    """--select tag:K=V images exactly the tagged instances; the run keeps them as its list, and the same
+    command with --resume acts on that list even after the tags changed."""
     fake = await make_fake(_tagged(3, "nightly") + _tagged(2, "weekly") + _tagged(2, None))
     out = tmp_path / "run"
     code, _, err = await _run(
@@ -61,11 +61,14 @@ async def test_select_images_the_tagged_instances_and_resume_keeps_them(make_fak
     copy = next(out.glob("job-list.*"))
     assert "i-nightly-0" in copy.read_text()
     assert "i-weekly-0" not in copy.read_text()
+    # tags change after the run started; the same command line again resumes the run's own list
+    fake.cloud.instances["i-weekly-0"].tags = [{"key": "backup", "value": "nightly"}]
     code, _, err = await _run(
         "--select", "tag:backup=nightly", "--endpoint", fake.url, "--out", str(out), "--resume", "--quiet", *FAST
     )
-    assert code == 2
-    assert "drop --select" in err
+    assert code == 0, err
+    assert "keeps the instances it selected" in err
+    assert "i-weekly-0" not in fake.inspect()["createdPerInstance"]
     code, _, err = await _run("--endpoint", fake.url, "--out", str(out), "--resume", "--quiet", *FAST)
     assert code == 0, err
 
