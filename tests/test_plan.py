@@ -199,3 +199,22 @@ async def test_plan_of_ten_thousand_jobs_takes_about_110_calls(make_fake: FakeFa
     assert code == 0
     assert plan["planCalls"] == {"DescribeCustomImages": 1, "DescribeInstancesStatus": 100}
     assert sum(fake.inspect()["calls"].values()) <= 110
+
+
+@pytest.mark.anyio
+async def test_plan_exit_3_when_the_api_cannot_be_asked(tmp_path: Path) -> None:
+    """Nothing listening at the endpoint: exit 3 with a message, no traceback."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    jobs = write_csv(tmp_path / "jobs.csv", ["i-1"])
+    done = await anyio.run_process(
+        [sys.executable, "-m", "batch", "plan", str(jobs), "--endpoint", f"http://127.0.0.1:{port}"],
+        env=ENV,
+        check=False,
+    )
+    assert done.returncode == 3
+    assert b"could not ask the API" in done.stderr
+    assert b"Traceback" not in done.stderr
