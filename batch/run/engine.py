@@ -13,24 +13,22 @@ import contextlib
 import json
 import random
 import signal
-import time
 import uuid
 from collections.abc import Callable, Collection, Iterator
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import anyio
 
-from ..client import RequestRecord, ZecClient
+from ..client import ZecClient
 from ..clock import SYSTEM_CLOCK, Clock
 from ..credentials import DEFAULT_ENDPOINT, Credentials, parse_endpoint
-from ..errors import ApiError, FatalRunError, JobListError
-from ..events import ATTEMPT, RUN_ENDED, RUN_STARTED, RUN_STOPPING, EventLog
+from ..errors import ApiError, JobListError
+from ..events import RUN_ENDED, RUN_STARTED, RUN_STOPPING, EventLog
 from ..header import RunHeader
 from ..journal import EVENTS_FILE, SUMMARY_FILE, JournalWriter, RunDirectory, write_atomic
 from ..options import RunOptions, parse_max_stopped
-from ..pipeline.context import CURRENT_JOB, Context
+from ..pipeline.context import Context
 from ..pipeline.job import JobState
 from ..pipeline.power import Lifecycle
 from ..power import DownCap, PowerLedger, restore_power
@@ -40,9 +38,10 @@ from ..snapshot import JobSource
 from ..sources import JobList
 from ..summary import build_summary, exit_code_for, segment_record
 from ..tracking import StatePoller
+from .calls import CallWatch
 from .listing import list_existing
-from .progress import Phase, Progress, RunOutcome
-from .resume import end_never_started, jobs_at_their_step
+from .progress import Phase, Progress, RunOutcome, snapshot
+from .resume import jobs_at_their_step
 from .tally import Tally, power_segment, power_summary
 from .workers import Pool
 
@@ -113,8 +112,6 @@ class Run:
         self.phase = Phase()
         #: the starting listing answered (the context's ``existing`` is a look-up of every name)
         self._listed = False
-        #: requests in a row that got no usable answer (see _watch_outage)
-        self._unanswered = 0
         #: this process's exit code, once its work is over (for the journal's last checkpoint)
         self._final_exit: int | None = None
         #: the instances this run stopped (in every process) and has not seen RUNNING again
@@ -200,70 +197,13 @@ class Run:
 
     # ----- API plumbing ----------------------------------------------------------------------
 
-    async def _gate(self, _action: str) -> None:
-        # Real seconds: the rate limiter waits on the real clock, whatever the run's clock says.
-        started = time.monotonic()
-        await self.meter.acquire()
-        # Counted down in _observe, which the client calls once for every request it sends.
-        self.phase.requests_in_flight += 1
-        st = CURRENT_JOB.get()
-        if st is not None:
-            st.limiter_wait += time.monotonic() - started
-
-    def _observe(self, record: RequestRecord) -> None:
-        self.phase.requests_in_flight -= 1
-        self._watch_outage(record)
-        if self.phase.name == "listing":
-            self.phase.pages += 1
-        self.tally.calls[record.action] += 1
-        self.tally.codes[record.code or "OK"] += 1
-        st = CURRENT_JOB.get()
-        job: dict[str, Any] = {}
-        if st is not None:
-            st.attempts += 1
-            if record.request_id:
-                st.request_ids.append(record.request_id)
-            job = {"instanceId": st.job.instance_id, "attempt": st.attempts, "limiterWaitSeconds": st.limiter_wait}
-            st.limiter_wait = 0.0
-        self.events.log.info(
-            ATTEMPT,
-            action=record.action,
-            status=record.status,
-            code=record.code,
-            requestId=record.request_id,
-            apiSeconds=record.elapsed,
-            **job,
-        )
-
-    def _watch_outage(self, record: RequestRecord) -> None:
-        """Many requests in a row without a usable answer (no connection, 5xx) mean the API, or
-        the way to it, is down: stop the run (exit 3, jobs ``interrupted`` for --resume) rather
-        than fail every job for good one by one."""
-        if record.status is not None and record.status < 500:
-            self._unanswered = 0
-            return
-        self._unanswered += 1
-        limit = max(24, 3 * self.options.concurrency)
-        if self._unanswered >= limit and self.fatal is None and getattr(self, "dispatcher", None) is not None:
-            self.stop_fatal(
-                FatalRunError(
-                    "API_UNREACHABLE",
-                    f"{self._unanswered} requests in a row got no usable answer (the last: {record.code or 'none'}, "
-                    f"HTTP {record.status if record.status is not None else 'none'}); the API or the way to it "
-                    "is down",
-                    status=record.status,
-                    request_id=record.request_id,
-                    action=record.action,
-                )
-            )
-
     def stop_fatal(self, err: ApiError) -> None:
         """No job can succeed any more: stop handing out jobs (the first fatal error wins).
 
         Args:
             err: the fatal error.
         """
-        if self.fatal is None:
+        if self.fatal is None and getattr(self, "dispatcher", None) is not None:
             self.fatal = err
             if self.ctx is not None:
                 self.ctx.fatal = err
@@ -289,67 +229,20 @@ class Run:
         self.phase.name = "running"
         return left
 
-    # ----- the pool's companions -------------------------------------------------------------
-
-    async def _background(self, pool: Pool, ctx: Context) -> None:
-        """Run the shared poller and the power batchers while the pool works; when the run
-        stops, end the jobs parked in the power steps, and (after a fatal error) those awaiting
-        an image."""
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(partial(ctx.poller.run, pool.on_state, on_fatal=self.stop_fatal))
-            if ctx.life is not None:
-                tg.start_soon(ctx.life.run)
-            while not pool.idle():
-                if self.dispatcher.stopped:
-                    pool.release_parked()
-                    if self.fatal is not None:
-                        awaited = {id(a.token): a.token for a in ctx.poller.drain()}
-                        pool.release_awaited(list(awaited.values()), f"waiting stopped: {self.fatal.code}")
-                    if pool.idle():
-                        break
-                await self.dispatcher.changed()
-            tg.cancel_scope.cancel()
-
-    def _skip_rest(self, pool: Pool, reason: str) -> None:
-        """After a fatal error: every job not yet ended is recorded ``interrupted`` (``--resume``
-        runs it again), or, where this run's starting listing already answered for it, ended."""
-        pool.end_waiting(reason)  # workers settle these as they leave; any left here end now
-        assert self.ctx is not None
-        for st in self.dispatcher.drain_source():
-            end = end_never_started(
-                st,
-                existing=self.ctx.existing.get(st.job.image_name),
-                listed=self._listed,
-                fatal_code=self.fatal.code if self.fatal else None,
-                ledger=self._ledger,
-                reason=reason,
-            )
-            pool.close(st, end)
-
     # ----- progress, signals, the summary ----------------------------------------------------
 
     def _snapshot(self) -> Progress:
-        elapsed = self.clock.monotonic() - self._t0
         dispatcher = getattr(self, "dispatcher", None)
-        phase, detail = self.phase.name, ""
-        if phase == "listing":
-            detail = f"page {self.phase.pages + 1}, {self.phase.images:,} images"
-        if phase in {"listing", "running"} and dispatcher is not None and dispatcher.stopped:
-            phase, detail = "draining", self.stopped_by or ""
-        life = self.ctx.life if self.ctx is not None else None
-        return Progress(
+        return snapshot(
+            self.phase,
             total=self.total_jobs,
-            by_status=dict(self.tally.by_status),
-            in_flight=dispatcher.in_flight if dispatcher is not None else 0,
-            waiting=dispatcher.waiting if dispatcher is not None else 0,
-            awaiting_images=self.ctx.poller.awaited_images if self.ctx is not None else 0,
-            api_calls=sum(self.tally.calls.values()),
-            elapsed=elapsed,
+            by_status=self.tally.by_status,
+            calls=sum(self.tally.calls.values()),
+            elapsed=self.clock.monotonic() - self._t0,
             rate=self.meter.throttle.rate if hasattr(self, "meter") else 0.0,
-            phase=phase,
-            phase_detail=detail,
-            requests_in_flight=self.phase.requests_in_flight,
-            power={"down": len(self._ledger.not_running()), **life.counts()} if life is not None else {},
+            dispatcher=dispatcher,
+            stopped_by=self.stopped_by,
+            ctx=self.ctx,
         )
 
     async def _tick(self) -> None:
@@ -443,8 +336,8 @@ class Run:
             pool_size=self.options.concurrency,
             connect_timeout=self.options.connect_timeout,
             total_timeout=self.options.total_timeout,
-            gate=self._gate,
-            observer=self._observe,
+            gate=self.watch.gate,
+            observer=self.watch.observe,
         )
 
     def _context(self, client: ZecClient) -> Context:
@@ -483,6 +376,14 @@ class Run:
             RUN_STARTED, runId=header.run_id, jobs=self.total_jobs, resumed=self.resumed, segment=self._segment_id
         )
         self.meter = RateMeter(self.options.rate)
+        self.watch = CallWatch(
+            self.meter,
+            self.phase,
+            self.tally,
+            self.events.log,
+            concurrency=self.options.concurrency,
+            stop_run=self.stop_fatal,
+        )
         # Events are flushed before each journal group: an api.attempt event is never lost while
         # the result it led to is on disk (a write(2) per group, no fsync: enough for kill -9).
         self.writer = JournalWriter(self.directory, before_write=self.events.flush)
@@ -523,9 +424,9 @@ class Run:
                         async with anyio.create_task_group() as tasks:
                             for _ in range(self.options.concurrency):
                                 tasks.start_soon(pool.worker, self._stop_note)
-                            tasks.start_soon(self._background, pool, ctx)
+                            tasks.start_soon(pool.companions)
                 if self.fatal is not None and self.stopped_by and self.stopped_by.startswith("fatal"):
-                    self._skip_rest(pool, f"run stopped: {self.fatal.code}: {self.fatal.message}")
+                    pool.skip_rest(f"run stopped: {self.fatal.code}: {self.fatal.message}", listed=self._listed)
                 if self._ledger.not_running() and not self.options.leave_stopped:
                     # Whatever happened to the jobs, every instance this run stopped is started
                     # again: within the grace after a signal, else within --start-timeout.

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["Phase", "Progress", "RunOutcome"]
+if TYPE_CHECKING:
+    from ..pipeline.context import Context
+    from ..scheduling import Dispatcher
+
+__all__ = ["Phase", "Progress", "RunOutcome", "snapshot"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,3 +57,53 @@ class Phase:
     images: int = 0
     #: HTTP requests sent and not yet answered
     requests_in_flight: int = 0
+
+
+def snapshot(
+    phase: Phase,
+    *,
+    total: int,
+    by_status: dict[str, int],
+    calls: int,
+    elapsed: float,
+    rate: float,
+    dispatcher: Dispatcher[Any] | None,
+    stopped_by: str | None,
+    ctx: Context | None,
+) -> Progress:
+    """A :class:`Progress` of the run as it is now.
+
+    Args:
+        phase: what the run is doing.
+        total: jobs in the list.
+        by_status: results by status.
+        calls: API calls made by this process.
+        elapsed: seconds since this process started.
+        rate: the rate the throttle allows now.
+        dispatcher: the worker pool's dispatcher (None before it exists).
+        stopped_by: why the run stops, if it does.
+        ctx: what the steps share (None before it exists).
+    """
+    name, detail = phase.name, ""
+    if name == "listing":
+        detail = f"page {phase.pages + 1}, {phase.images:,} images"
+    if name in {"listing", "running"} and dispatcher is not None and dispatcher.stopped:
+        name, detail = "draining", stopped_by or ""
+    life = ctx.life if ctx is not None else None
+    power: dict[str, int] = {}
+    if life is not None:
+        power = {"down": len(life.ledger.not_running()), **life.counts()}
+    return Progress(
+        total=total,
+        by_status=dict(by_status),
+        in_flight=dispatcher.in_flight if dispatcher is not None else 0,
+        waiting=dispatcher.waiting if dispatcher is not None else 0,
+        awaiting_images=ctx.poller.awaited_images if ctx is not None else 0,
+        api_calls=calls,
+        elapsed=elapsed,
+        rate=rate,
+        phase=name,
+        phase_detail=detail,
+        requests_in_flight=phase.requests_in_flight,
+        power=power,
+    )

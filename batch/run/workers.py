@@ -13,7 +13,10 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from typing import Any
+
+import anyio
 
 from ..errors import ApiError
 from ..events import JOB_ENDED
@@ -28,6 +31,7 @@ from ..pipeline.wait import on_image, release_awaited
 from ..policy import lookups_possible_after
 from ..scheduling import Dispatcher
 from ..tracking import Resolution
+from .resume import end_never_started
 from .settle import end_waiting, settle_one
 from .tally import Tally
 
@@ -278,6 +282,48 @@ class Pool:
         """
         for st in self.dispatcher.drain_waiting():
             self.close(st, end_waiting(st, reason))
+
+    async def companions(self) -> None:
+        """Run the shared poller and the power batchers while the pool works; when the run
+        stops, end the jobs parked in the power steps, and (after a fatal error) those awaiting
+        an image."""
+        ctx = self.ctx
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(partial(ctx.poller.run, self.on_state, on_fatal=ctx.stop_run))
+            if ctx.life is not None:
+                tg.start_soon(ctx.life.run)
+            while not self.idle():
+                if self.dispatcher.stopped:
+                    self.release_parked()
+                    if ctx.fatal is not None:
+                        awaited = {id(a.token): a.token for a in ctx.poller.drain()}
+                        self.release_awaited(list(awaited.values()), f"waiting stopped: {ctx.fatal.code}")
+                    if self.idle():
+                        break
+                await self.dispatcher.changed()
+            tg.cancel_scope.cancel()
+
+    def skip_rest(self, reason: str, *, listed: bool) -> None:
+        """After a fatal error: every job not yet ended is recorded ``interrupted`` (``--resume``
+        runs it again), or, where this run's starting listing already answered for it, ended.
+
+        Args:
+            reason: the interruption's reason.
+            listed: whether the starting listing answered.
+        """
+        self.end_waiting(reason)  # workers settle these as they leave; any left here end now
+        ctx = self.ctx
+        assert ctx.ledger is not None
+        for st in self.dispatcher.drain_source():
+            end = end_never_started(
+                st,
+                existing=ctx.existing.get(st.job.image_name),
+                listed=listed,
+                fatal_code=ctx.fatal.code if ctx.fatal else None,
+                ledger=ctx.ledger,
+                reason=reason,
+            )
+            self.close(st, end)
 
     def idle(self) -> bool:
         """No job is left to run or await (finished, or stopped with nothing in flight)."""
