@@ -35,9 +35,10 @@ from .options import MIN_RATE, RunOptions
 from .output import add_output_option, print_json, validation_record
 from .prunecli import add_prune_parser, cmd_prune
 from .report import render_summary, resume_command
-from .runner import EXIT_BAD_INPUT, EXIT_FATAL, Run
+from .run import Run
 from .snapshot import JobSource, take_snapshot
 from .sources import FORMATS, JobList, detect_format
+from .summary import EXIT_BAD_INPUT, EXIT_FATAL
 
 __all__ = ["main"]
 

@@ -24,9 +24,11 @@ from .fake.fleet import fleet_from_job_list
 from .fake.state import BUSY_STATES
 from .journal import JOURNAL_FILE, RunDirectory, read_journal
 from .models import Job
+from .options import RunOptions
 from .report import ProgressPrinter, render_summary
-from .runner import EXIT_SIGINT, EXIT_SIGTERM, Run, RunOptions
+from .run import Run
 from .sources import JobList
+from .summary import EXIT_SIGINT, EXIT_SIGTERM
 
 __all__ = ["ExpectedFailure", "check_outcome", "demo_fleet_path", "expected_failure", "run_demo"]
 

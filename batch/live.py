@@ -4,7 +4,7 @@ On a terminal the run shows a bar, the counts by status, the jobs in each step (
 imaging, starting), the request rate and 429s, and an ETA. Off a terminal (cron, CI, Kubernetes
 logs) it writes one line every ``--progress-interval`` seconds and at every change of phase,
 plain or, with ``--log-format json``, one JSON object a line. Both take the same
-:class:`~batch.runner.Progress` snapshots, which the run hands over about once a second; the
+:class:`~batch.run.Progress` snapshots, which the run hands over about once a second; the
 rich display redraws only then (no refresh thread), so its cost follows the snapshots, not the
 terminal.
 """
@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any, TextIO
 
 from .report import format_seconds, render_progress
-from .runner import Progress
+from .run import Progress
 
 __all__ = ["LineProgress", "RichProgress", "eta_seconds", "make_progress", "progress_record"]
 

@@ -1,6 +1,6 @@
 """What people read about a run: the progress line while it runs and the summary after.
 
-Everything here renders from plain data, a :class:`~batch.runner.Progress` snapshot or the
+Everything here renders from plain data, a :class:`~batch.run.Progress` snapshot or the
 summary dict the run writes to ``summary.json``, and writes only to the stream it is given.
 Summaries of older runs lack some keys, so every key is read with a default.
 """
@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from .runner import Progress
+from .run import Progress
 from .text import clip
 
 __all__ = ["ProgressPrinter", "advice_for", "format_seconds", "render_progress", "render_summary", "resume_command"]

@@ -1,7 +1,7 @@
 """``--metrics-file``: a run's numbers for node_exporter's textfile collector, while it runs and at
 the end.
 
-The run already hands a :class:`~batch.runner.Progress` snapshot to its display about once a
+The run already hands a :class:`~batch.run.Progress` snapshot to its display about once a
 second; :class:`RunMetrics` keeps the latest one, and the :class:`~batch.metrics.MetricsTicker`
 turns it into a :class:`~batch.metrics.MetricsSnapshot` every ~15 s. When the run has ended, the
 summary's exit code and the instances it left stopped make the last write.
@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .metrics import MetricsSnapshot
-from .runner import Progress
+from .run import Progress
 
 __all__ = ["RunMetrics"]
 

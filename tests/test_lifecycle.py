@@ -14,7 +14,7 @@ import pytest
 from batch.fake import FakeInstance
 from batch.fake.fleet import instance_id
 from batch.options import RunOptions
-from batch.runner import Run, RunOutcome
+from batch.run import Run, RunOutcome
 
 from .conftest import CREDS, FakeFactory, write_csv
 from .test_crash_safety import fake_factory, results_of, start_run, wait_for_results

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from batch.live import LineProgress, RichProgress, eta_seconds, make_progress, progress_record
-from batch.runner import Progress
+from batch.run import Progress
 
 
 def snap(elapsed: float, ended: int = 0, total: int = 100, rate: float = 10.0, phase: str = "running") -> Progress:

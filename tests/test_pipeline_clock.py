@@ -11,7 +11,8 @@ import pytest
 
 from batch.client import ZecClient
 from batch.clock import Clock
-from batch.runner import Run, RunOptions
+from batch.options import RunOptions
+from batch.run import Run
 
 from .conftest import CREDS, FakeFactory, instances, write_csv
 from .test_runner import FAST

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from batch.fake import FakeCloud, FakeConfig, FakeInstance, FakeZenlayer
 from batch.options import RunOptions
-from batch.runner import Run
+from batch.run import Run
 
 from .conftest import CREDS, FakeFactory
 from .test_lifecycle import LIVE, QUICK, live_run

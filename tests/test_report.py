@@ -19,7 +19,7 @@ from batch.cli import EXIT_CODES_HELP, main
 from batch.fake import DEFAULT_ACCESS_KEY_ID
 from batch.fake.fleet import instance_id
 from batch.report import ProgressPrinter, advice_for, format_seconds, render_progress, render_summary, resume_command
-from batch.runner import Progress
+from batch.run import Progress
 
 from .conftest import write_csv
 
@@ -476,7 +476,7 @@ def test_progress_shows_the_fleets_power() -> None:
     """--stop-running: the progress line says how many instances are down, queued, being stopped or
     started, and when the run is restoring power."""
     from batch.report import render_progress
-    from batch.runner import Progress
+    from batch.run import Progress
 
     snap = Progress(
         total=10, by_status={"succeeded": 2}, in_flight=5, waiting=0, awaiting_images=0, api_calls=30,

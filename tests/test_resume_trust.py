@@ -19,7 +19,7 @@ from batch.fake import DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET
 from batch.fake.fleet import instance_id
 from batch.journal import encode_record
 from batch.options import RunOptions, resume_options
-from batch.runner import Run
+from batch.run import Run
 
 from .conftest import CREDS, FakeFactory, instances, write_csv
 from .test_crash_safety import ENV, fake_factory, results_of, start_run, wait_for_results

@@ -10,7 +10,8 @@ import pytest
 
 from batch import Credentials
 from batch.fake import FakeInstance, FakeZenlayer
-from batch.runner import Run, RunOptions, RunOutcome
+from batch.options import RunOptions
+from batch.run import Run, RunOutcome
 
 from .conftest import CREDS, FakeFactory, instances, write_csv
 

@@ -25,8 +25,9 @@ from batch.fake import FakeCloud, FakeConfig, FakeInstance, FakeZenlayer
 from batch.fake.errors import FakeApiError
 from batch.fake.fleet import instance_id
 from batch.journal import read_journal
+from batch.options import RunOptions
 from batch.policy import LOOKUP_ATTEMPTS
-from batch.runner import Progress, Run, RunOptions
+from batch.run import Progress, Run
 
 from .conftest import CREDS, FakeFactory, instances, write_csv
 from .test_crash_safety import ENV, FakeProcess, wait_for_results

@@ -10,7 +10,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from batch.runner import Run, RunOptions
+from batch.options import RunOptions
+from batch.run import Run
 from batch.scheduling import Dispatcher, RateMeter, full_jitter
 
 from .conftest import CREDS, FakeFactory, instances, write_csv

@@ -20,7 +20,8 @@ from batch import (
     sign,
 )
 from batch.fake import FakeCloud, FakeConfig, FakeInstance, FakeZenlayer
-from batch.runner import Run, RunOptions, RunOutcome
+from batch.options import RunOptions
+from batch.run import Run, RunOutcome
 
 
 async def use_client() -> None:

@@ -1,4 +1,4 @@
-"""``--stop-running``: the steps around CreateImage for a RUNNING instance.
+"""``--stop-running``: the power steps (check, stop, start) around CreateImage for a RUNNING instance.
 
 A job of a live fleet goes: check (its state, batched) -> stop (a slot under the cap, the
 journal's ``stop`` record, StopInstances batched, graceful first) -> await STOPPED (forced after
@@ -6,11 +6,13 @@ journal's ``stop`` record, StopInstances batched, graceful first) -> await STOPP
 CREATING, the instance leaves IMAGING) -> start (StartInstances batched) -> await RUNNING -> end.
 An already STOPPED instance goes straight to create and stays STOPPED.
 
-Steps that send or wait run out of the worker pool: a job waiting for a state or a batch stays
-in flight in the dispatcher, parked here, and comes back to a worker (``retry_at``) when its
-wait ends. A job that would end while its instance is stopped by this run goes to the start
-step first (:meth:`Lifecycle.should_restart`); and whatever happens, the run ends with
-:func:`batch.power.restore_power` over the ledger.
+Steps that send or wait run out of the worker pool: a job waiting for a state (:data:`~.outcome.AWAIT`)
+or a batch (:data:`~.outcome.JOIN`) stays in flight, parked here, and each delivery hands the run
+the job's next :data:`~.outcome.Outcome` (:meth:`Host.apply`). A job that would end while its
+instance is stopped by this run goes to the start step first (:meth:`Lifecycle.should_restart`);
+and whatever happens, the run ends with :func:`batch.power.restore_power` over the ledger.
+
+The check step decides as ``imagebatch plan`` does (:func:`batch.plan.power_verdict`).
 """
 
 from __future__ import annotations
@@ -18,75 +20,42 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import replace
 from typing import Any, Protocol
 
 import anyio
 
-from .client import ZecClient
-from .errors import ApiError, FatalRunError
-from .journal import JournalWriter
-from .models import Status
-from .options import RunOptions
-from .policy import Attempts, Call, Retry, RetryOptions, Verdict, decide
-from .power import RUNNING, STOPPED, DownCap, PowerLedger
-from .tracking import Batcher, BatchResult, Outcome, Resolution, StatePoller
+from ..client import ZecClient
+from ..errors import ApiError, FatalRunError
+from ..journal import JournalWriter
+from ..models import Status
+from ..options import RunOptions
+from ..plan import CREATE, CYCLE, STOP_CREATE, power_verdict
+from ..policy import Attempts, Call, Retry, RetryOptions, Verdict, decide
+from ..power import RUNNING, STOPPED, DownCap, PowerLedger
+from ..tracking import Batcher, BatchResult, Outcome, Resolution, StatePoller
+from . import outcome as o
+from .job import JobState, PowerFacts
 
-__all__ = ["Lifecycle", "PowerFacts"]
+__all__ = ["Host", "Lifecycle"]
 
-
-@dataclass(slots=True)
-class PowerFacts:
-    """What the run did to one job's instance."""
-
-    state_at_start: str | None = None
-    #: "check", "stop", "force", "stopping", "create", "settle", "settle-instance", "start",
-    #: "start-check", "starting", or None (not started / a plain run)
-    step: str | None = None
-    stopped_by_us: bool = False
-    forced: bool = False
-    started: bool = False
-    held_slot: bool = False
-    stop_tries: int = 0
-    start_tries: int = 0
-    #: set when starting failed for good: the job ends, the run's final restore tries again
-    gave_up_start: bool = False
-    #: how the job ends once its instance is RUNNING again: (status, keyword arguments of _finish)
-    pending_end: tuple[Status, dict[str, Any]] | None = None
-    #: with settle: the image made, its status and the job's reason
-    image: tuple[str, str, str | None] | None = None
-    downtime: float | None = None
-    actions: list[str] = field(default_factory=list)
-
-    def record(self) -> dict[str, Any]:
-        """The ``power`` object of the job's result line."""
-        final: str | None
-        if self.started:
-            final = RUNNING
-        elif self.stopped_by_us:
-            final = STOPPED
-        else:
-            final = self.state_at_start
-        return {
-            "stateAtStart": self.state_at_start,
-            "actions": list(self.actions),
-            "forced": self.forced,
-            "downtimeSeconds": None if self.downtime is None else round(self.downtime, 3),
-            "finalState": final,
-        }
+#: power sub-steps in which a job awaits a state on the poller
+_AWAITING = frozenset({"check", "stop-check", "stopping", "settle", "settle-instance", "start-check", "starting"})
 
 
 class Host(Protocol):
     """What the lifecycle needs of the run that hosts it."""
 
-    options: RunOptions
-    writer: JournalWriter
+    @property
+    def options(self) -> RunOptions:
+        """The run's knobs."""
 
-    def resume_job(self, st: Any, delay: float = 0.0) -> None:
-        """Hand a parked job back to a worker (after ``delay`` seconds)."""
+    @property
+    def writer(self) -> JournalWriter:
+        """The journal."""
 
-    def end_job(self, st: Any, status: Status, **kwargs: Any) -> None:
-        """End a parked job (result written, dispatcher told)."""
+    def apply(self, st: JobState, outcome: o.Outcome) -> None:
+        """Move a parked job on as ``outcome`` says (the one place the dispatcher is told)."""
 
     def stop_run(self, err: ApiError) -> None:
         """Stop the run on a fatal error."""
@@ -98,6 +67,7 @@ class Lifecycle:
     Args:
         host: the run.
         client: the API client.
+        poller: the run's one poller of instance and image states.
         cap: the cap on instances down at once.
         ledger: the instances this run stopped.
         clock: monotonic clock.
@@ -107,6 +77,7 @@ class Lifecycle:
         self,
         host: Host,
         client: ZecClient,
+        poller: StatePoller[Any],
         cap: DownCap,
         ledger: PowerLedger,
         *,
@@ -118,29 +89,29 @@ class Lifecycle:
         self.cap = cap
         self.ledger = ledger
         self._clock = clock
-        interval = self.options.poll_interval
-        self.poller: StatePoller[Any] = StatePoller(client, interval=interval, min_gap=min(1.0, interval), clock=clock)
+        self.poller = poller
         self.stops: Batcher[Any] = Batcher(lambda ids: client.stop_instances(ids, force_shutdown=False), clock=clock)
         self.forced_stops: Batcher[Any] = Batcher(
             lambda ids: client.stop_instances(ids, force_shutdown=True), clock=clock
         )
         self.starts: Batcher[Any] = Batcher(client.start_instances, clock=clock)
         #: jobs waiting for a slot under the cap, in list order
-        self.queue: deque[Any] = deque()
+        self.queue: deque[JobState] = deque()
         #: every job parked here (awaiting a state, queued, or in a batched call, sent or not), by
         #: identity: what :meth:`parked` gives back when the run stops, and the jobs whose
         #: deliveries count (one that arrives for a job given back is ignored)
-        self._held: dict[int, Any] = {}
+        self._held: dict[int, JobState] = {}
 
     # ----- steps ----------------------------------------------------------------------------
 
-    def begin(self, st: Any) -> None:
-        """A job's first step: look its instance's state up (batched with the others)."""
+    def begin(self, st: JobState) -> o.Outcome:
+        """The check step: look the instance's state up (batched with the others)."""
         self._await(st, "check", frozenset({RUNNING, STOPPED}), self.options.stop_timeout)
+        return o.AWAIT
 
-    async def step(self, st: Any) -> None:
-        """Run a job's worker step (stop, force, start); the job stays parked until it answers."""
-        power: PowerFacts = st.power
+    async def step(self, st: JobState) -> o.Outcome:
+        """Run a job's stop (or forced stop) or start step: join the batched call."""
+        power = _facts(st)
         iid = st.job.instance_id
         if power.step in {"stop", "force"}:
             forced = power.step == "force" or self.options.force_stop
@@ -154,22 +125,23 @@ class Lifecycle:
             power.start_tries += 1
             self._held[id(st)] = st
             self.starts.add(st, iid)
+        return o.JOIN
 
-    def on_created(self, st: Any, image_id: str, image_status: str, reason: str | None) -> bool:
+    def settle(self, st: JobState, image_id: str, image_status: str, reason: str | None) -> bool:
         """CreateImage answered: a job whose instance this run stopped waits for its image (and the
         instance) to settle before its start. Returns whether the lifecycle took the job."""
-        power: PowerFacts = st.power
         if not self.should_restart(st):
             return False
+        power = _facts(st)
         power.image = (image_id, image_status, reason)
         power.step = "settle"
         self._held[id(st)] = st
         self.poller.await_image(st, image_id, self._clock() + self.options.wait_timeout)
         return True
 
-    def should_restart(self, st: Any) -> bool:
+    def should_restart(self, st: JobState) -> bool:
         """Whether a job about to end must first start its instance again."""
-        power: PowerFacts | None = getattr(st, "power", None)
+        power = st.power
         return (
             power is not None
             and power.stopped_by_us
@@ -178,14 +150,16 @@ class Lifecycle:
             and not self.options.leave_stopped
         )
 
-    def divert_to_start(self, st: Any, status: Status, kwargs: dict[str, Any]) -> None:
+    def divert_to_start(self, st: JobState, ending: o.End) -> o.Next:
         """Keep the job's ending for after its instance is RUNNING again; next step: start."""
-        st.power.pending_end = (status, kwargs)
-        st.power.step = "start"
+        power = _facts(st)
+        power.pending_end = ending
+        power.step = "start"
+        return o.Next(o.Step.START)
 
-    def ended(self, st: Any) -> None:
+    def ended(self, st: JobState) -> None:
         """A job ended for good: give its slot back (with --leave-stopped the instance never comes back)."""
-        power: PowerFacts | None = getattr(st, "power", None)
+        power = st.power
         if power is not None and power.gave_up_start and not self.options.leave_stopped:
             return  # still down (the final restore tries again): it keeps its slot under the cap
         if power is not None and power.held_slot:
@@ -196,32 +170,37 @@ class Lifecycle:
     # ----- deliveries ------------------------------------------------------------------------
 
     def on_state(self, r: Resolution[Any]) -> None:
-        """The poller ended a wait."""
-        st = r.token
+        """The poller ended a wait of one of the lifecycle's jobs.
+
+        Args:
+            r: how the wait ended.
+        """
+        st: JobState = r.token
         if id(st) not in self._held:
             return  # given back when the run stopped
-        power: PowerFacts = st.power
+        power = _facts(st)
         step, state = power.step, r.state
         if step in {"check", "stop-check"}:
             self._after_check(st, r)
         elif step == "stopping":
             if r.outcome is Outcome.REACHED:
-                self._go(st, "create")
+                self._go(st, o.Step.CREATE, "create")
             elif r.outcome is Outcome.TIMEOUT and not power.forced:
-                power.step = "force"
-                self._resume(st)
+                self._go(st, o.Step.STOP, "force")
             else:
                 self._fail(st, "STOP_FAILED", f"instance {state or 'unseen'} after StopInstances ({r.outcome})")
         elif step == "settle":
             self._after_image(st, r)
         elif step == "settle-instance":
-            self._finish_image(st)
+            ending = power.pending_end
+            power.pending_end = None
+            assert ending is not None
+            self._end(st, ending)  # goes to the start step first (should_restart)
         elif step == "start-check":
             if state == RUNNING:
                 self._running(st)
             elif state == STOPPED and isinstance(again := self._again(power.start_tries, None, "START_FAILED"), Retry):
-                power.step = "start"
-                self._resume(st, delay=again.delay)
+                self._go(st, o.Step.START, "start", delay=again.delay)
             else:
                 self._give_up_start(st, f"instance {state or 'unseen'} and StartInstances refused")
         elif step == "starting":
@@ -231,11 +210,15 @@ class Lifecycle:
                 self._give_up_start(st, f"instance still {state or 'unseen'} after StartInstances ({r.outcome})")
 
     def on_stop(self, r: BatchResult[Any]) -> None:
-        """A StopInstances call answered for one job."""
-        st = r.token
+        """A StopInstances call answered for one job.
+
+        Args:
+            r: its answer for the job.
+        """
+        st: JobState = r.token
         if id(st) not in self._held:
             return  # given back when the run stopped (it owes the instance a start: the restore)
-        power: PowerFacts = st.power
+        power = _facts(st)
         if r.request_id:
             st.request_ids.append(r.request_id)
         if r.ok:
@@ -259,8 +242,12 @@ class Lifecycle:
         self._await(st, "stop-check", frozenset({RUNNING, STOPPED}), self.options.stop_timeout)
 
     def on_start(self, r: BatchResult[Any]) -> None:
-        """A StartInstances call answered for one job."""
-        st = r.token
+        """A StartInstances call answered for one job.
+
+        Args:
+            r: its answer for the job.
+        """
+        st: JobState = r.token
         if id(st) not in self._held:
             return  # given back when the run stopped
         if r.request_id:
@@ -274,87 +261,80 @@ class Lifecycle:
 
     # ----- inner steps -----------------------------------------------------------------------
 
-    def _after_check(self, st: Any, r: Resolution[Any]) -> None:
-        power: PowerFacts = st.power
+    def _after_check(self, st: JobState, r: Resolution[Any]) -> None:
+        power = _facts(st)
         state = r.state
         if power.state_at_start is None:
             power.state_at_start = state
-        if r.outcome is Outcome.REACHED and state == STOPPED:
+        if r.outcome is Outcome.TIMEOUT and state == "STOPPING" and power.stopped_by_us and not power.forced:
+            self._go(st, o.Step.STOP, "force")  # a graceful stop that hangs, whatever path it took: force it
+            return
+        if r.outcome not in {Outcome.REACHED, Outcome.FAILED, Outcome.MISSING}:
+            self._fail(st, "STATE_TIMEOUT", f"the instance stayed {state or 'unseen'} ({r.outcome})")
+            return
+        if r.outcome is Outcome.REACHED and state == RUNNING and power.stopped_by_us and power.stop_tries:
+            # A stop that failed or was lost: the instance is RUNNING, try the stop again.
+            again = self._again(power.stop_tries, None, "STOP_FAILED")
+            if not isinstance(again, Retry):
+                self._fail(st, "STOP_FAILED", "StopInstances kept failing for this instance")
+                return
+            self._go(st, o.Step.STOP, "stop", delay=again.delay)
+            return
+        # A known state: decide as ``imagebatch plan`` does.
+        known = None if r.outcome is Outcome.MISSING else state
+        verdict = power_verdict(known, stop_running=True, leave_stopped=self.options.leave_stopped)
+        if verdict.action == CREATE:
             if power.held_slot and not power.stopped_by_us:
                 self.ended(st)  # stopped by someone else while it queued: it takes no slot
-            self._go(st, "create")
-        elif r.outcome is Outcome.TIMEOUT and state == "STOPPING" and power.stopped_by_us and not power.forced:
-            power.step = "force"  # a graceful stop that hangs, whatever path it took: force it
-            self._resume(st)
-        elif r.outcome is Outcome.REACHED and state == RUNNING:
-            if power.stopped_by_us and power.stop_tries:
-                # A stop that failed or was lost: the instance is RUNNING, try the stop again.
-                again = self._again(power.stop_tries, None, "STOP_FAILED")
-                if not isinstance(again, Retry):
-                    self._fail(st, "STOP_FAILED", "StopInstances kept failing for this instance")
-                    return
-                power.step = "stop"
-                self._resume(st, delay=again.delay)
-            elif power.held_slot or self.cap.try_take(st.job.group):
+            self._go(st, o.Step.CREATE, "create")
+        elif verdict.action in {CYCLE, STOP_CREATE}:
+            if power.held_slot or self.cap.try_take(st.job.group):
                 power.held_slot = True
-                self._go(st, "stop")
+                self._go(st, o.Step.STOP, "stop")
             else:
                 power.step = "queued"
                 self._held[id(st)] = st
                 self.queue.append(st)
-        elif r.outcome is Outcome.FAILED:
-            self._fail(st, f"INSTANCE_{state}", f"the instance is {state}")
-        elif r.outcome is Outcome.MISSING:
-            self._fail(st, "INVALID_INSTANCE_NOT_FOUND", "the instance is not listed by DescribeInstancesStatus")
         else:
-            self._fail(st, "STATE_TIMEOUT", f"the instance stayed {state or 'unseen'} ({r.outcome})")
+            self._fail(st, verdict.code or "STATE_TIMEOUT", verdict.reason)
 
-    def _after_image(self, st: Any, r: Resolution[Any]) -> None:
-        power: PowerFacts = st.power
+    def _after_image(self, st: JobState, r: Resolution[Any]) -> None:
+        power = _facts(st)
         assert power.image is not None
         image_id, _, reason = power.image
         if r.outcome is Outcome.REACHED:
-            power.pending_end = (Status.SUCCEEDED, {"image_id": image_id, "image_status": r.state, "reason": reason})
+            # (Issue 10's prune step, for a job whose instance is started again, comes in here.)
+            power.pending_end = o.End(Status.SUCCEEDED, image_id=image_id, image_status=r.state, reason=reason)
         else:
             code = {Outcome.FAILED: "IMAGE_FAILED", Outcome.MISSING: "IMAGE_NOT_FOUND"}.get(r.outcome, "WAIT_TIMEOUT")
             error = ApiError(code, f"image {image_id} ended {r.state or r.outcome}", action="DescribeCustomImages")
-            power.pending_end = (Status.FAILED, {"image_id": image_id, "image_status": r.state, "error": error})
+            power.pending_end = o.End(Status.FAILED, image_id=image_id, image_status=r.state, error=error)
         # The instance stays IMAGING until its image is done: wait for it to rest before the start.
         self._await(st, "settle-instance", frozenset({STOPPED, RUNNING}), self.options.stop_timeout)
 
-    def _finish_image(self, st: Any) -> None:
-        power: PowerFacts = st.power
-        ending = power.pending_end
-        power.pending_end = None
-        assert ending is not None
-        status, kwargs = ending
-        self._end(st, status, **kwargs)  # goes to the start step first (should_restart)
-
-    def _running(self, st: Any) -> None:
-        power: PowerFacts = st.power
+    def _running(self, st: JobState) -> None:
+        power = _facts(st)
         power.started = True
         power.actions.append("started")
         power.downtime = self.ledger.seen_running(st.job.instance_id)
         self.ended(st)
-        ending = power.pending_end or (Status.INTERRUPTED, {"reason": "started again"})
+        ending = power.pending_end or o.End(Status.INTERRUPTED, reason="started again")
         power.pending_end = None
-        status, kwargs = ending
-        self._end(st, status, **kwargs)
+        self._end(st, ending)
 
-    def _give_up_start(self, st: Any, why: str) -> None:
-        power: PowerFacts = st.power
+    def _give_up_start(self, st: JobState, why: str) -> None:
+        power = _facts(st)
         power.gave_up_start = True
-        status, kwargs = power.pending_end or (Status.FAILED, {})
+        ending = power.pending_end or o.End(Status.FAILED)
         power.pending_end = None
         note = f"{why}; the run tries to start it again before it ends"
-        kwargs = {**kwargs, "reason": f"{kwargs['reason']}; {note}" if kwargs.get("reason") else note}
-        self._end(st, status, **kwargs)
+        self._end(st, replace(ending, reason=f"{ending.reason}; {note}" if ending.reason else note))
 
-    def _fail(self, st: Any, code: str, text: str) -> None:
-        self._end(st, Status.FAILED, error=ApiError(code, text, action="DescribeInstancesStatus"))
+    def _fail(self, st: JobState, code: str, text: str) -> None:
+        self._end(st, o.End(Status.FAILED, error=ApiError(code, text, action="DescribeInstancesStatus")))
 
-    def _await(self, st: Any, step: str, want: frozenset[str], timeout: float) -> None:
-        st.power.step = step
+    def _await(self, st: JobState, step: str, want: frozenset[str], timeout: float) -> None:
+        _facts(st).step = step
         self._held[id(st)] = st
         self.poller.await_instance(st, st.job.instance_id, want, self._clock() + timeout)
         self.poller.poll_soon()
@@ -365,27 +345,24 @@ class Lifecycle:
         failure = err or ApiError(code, "the call listed this instance as failed")
         return decide(failure, Attempts(failures=tries), self.retry, call=Call.POWER)
 
-    def _resume(self, st: Any, delay: float = 0.0) -> None:
-        """Give a parked job back to a worker."""
-        self._held.pop(id(st), None)
-        self.host.resume_job(st, delay)
-
-    def _end(self, st: Any, status: Status, **kwargs: Any) -> None:
+    def _end(self, st: JobState, ending: o.End) -> None:
         """End a parked job (the run sends it to its start step first if it owes one)."""
         self._held.pop(id(st), None)
-        self.host.end_job(st, status, **kwargs)
+        self.host.apply(st, ending)
 
-    def _go(self, st: Any, step: str) -> None:
-        st.power.step = step
-        self._resume(st)
+    def _go(self, st: JobState, step: o.Step, sub: str, *, delay: float = 0.0) -> None:
+        """Give a parked job back to a worker for its next step."""
+        _facts(st).step = sub
+        self._held.pop(id(st), None)
+        self.host.apply(st, o.Next(step, delay))
 
     def _admit_queued(self) -> None:
         """Slots came free: let queued jobs (in list order, skipping groups at their cap) stop."""
-        kept: deque[Any] = deque()
+        kept: deque[JobState] = deque()
         while self.queue:
             st = self.queue.popleft()
             if self.cap.try_take(st.job.group):
-                st.power.held_slot = True
+                _facts(st).held_slot = True
                 # Look again: it may have changed while it queued (someone stopped it, say).
                 self._await(st, "check", frozenset({RUNNING, STOPPED}), self.options.stop_timeout)
             else:
@@ -395,23 +372,22 @@ class Lifecycle:
     # ----- the loop and the stop -------------------------------------------------------------
 
     async def run(self) -> None:
-        """Run the poller and the batchers until cancelled."""
+        """Run the batchers until cancelled (the run runs the shared poller)."""
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self.poller.run, self.on_state)
             tg.start_soon(self.stops.run, self.on_stop)
             tg.start_soon(self.forced_stops.run, self.on_stop)
             tg.start_soon(self.starts.run, self.on_start)
 
-    def parked(self) -> list[Any]:
+    def parked(self) -> list[JobState]:
         """Take every parked job out of the poller, the batchers and the queue, and give back
         those whose call is out too (the run stops): none is left without a result."""
-        self.poller.drain()
         for batcher in (self.stops, self.forced_stops, self.starts):
             batcher.drain()
         self.queue.clear()
         jobs, self._held = list(self._held.values()), {}
         for st in jobs:
-            power: PowerFacts = st.power
+            self.poller.forget(st)  # the poller is shared: --wait's images stay awaited
+            power = _facts(st)
             if power.step in {"stop", "force"}:
                 # Its StopInstances may have been sent (the journal says so): the stop may be
                 # applied, so the instance is the run's to start again, whatever its job does.
@@ -423,5 +399,11 @@ class Lifecycle:
         out: dict[str, int] = {"queued": len(self.queue)}
         out["stopping"] = len(self.stops) + len(self.forced_stops)
         out["starting"] = len(self.starts)
-        out["awaiting"] = len(self.poller)
+        out["awaiting"] = sum(1 for st in self._held.values() if _facts(st).step in _AWAITING)
         return out
+
+
+def _facts(st: JobState) -> PowerFacts:
+    """The job's power facts (every job of a lifecycle has them)."""
+    assert st.power is not None
+    return st.power

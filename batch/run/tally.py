@@ -1,0 +1,80 @@
+"""What a run counts: calls and answers, job statuses, and the power figures of its summary."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ApiError
+from ..models import Status
+from ..power import DownCap, PowerLedger
+
+__all__ = ["Tally", "power_segment", "power_summary"]
+
+
+@dataclass
+class Tally:
+    """This process's counters (the summary adds earlier processes' from their checkpoints)."""
+
+    #: calls by action, answers by code ("OK" for success)
+    calls: Counter[str] = field(default_factory=Counter)
+    codes: Counter[str] = field(default_factory=Counter)
+    #: requests by (action, code or "OK"), and answers 429 (for --metrics-file)
+    requests: Counter[tuple[str, str]] = field(default_factory=Counter)
+    throttled: int = 0
+    #: results by status and by error code, over the whole run (earlier processes included)
+    by_status: Counter[str] = field(default_factory=Counter)
+    error_codes: Counter[str] = field(default_factory=Counter)
+
+    def count_result(self, status: Status, error: ApiError | None) -> None:
+        """Count one result.
+
+        Args:
+            status: its status.
+            error: its error, if any.
+        """
+        self.by_status[status.value] += 1
+        if error is not None:
+            self.error_codes[error.code] += 1
+
+
+def power_segment(ledger: PowerLedger, cap: DownCap | None) -> dict[str, Any] | None:
+    """This process's power counters (None for a plain run).
+
+    Args:
+        ledger: the instances the run stopped.
+        cap: the cap on instances down (None for a plain run).
+    """
+    if cap is None and not ledger.stopped:
+        return None
+    return {**ledger.segment(), "peakStopped": cap.peak if cap is not None else 0}
+
+
+def power_summary(
+    ledger: PowerLedger, cap: DownCap | None, segments: list[dict[str, Any]], *, leave_stopped: bool
+) -> dict[str, Any] | None:
+    """``--stop-running``: what the run did to the fleet's power, summed over every process of
+    the run (None for a plain run).
+
+    Args:
+        ledger: the instances the run stopped.
+        cap: the cap on instances down (None for a plain run).
+        segments: every process's checkpoint, this one's last.
+        leave_stopped: ``--leave-stopped``.
+    """
+    shares = [s["power"] for s in segments if s.get("power")]
+    if cap is None and not ledger.stopped and not shares:
+        return None
+    return {
+        "instancesStopped": sum(int(p.get("stopped", 0)) for p in shares),
+        "instancesStarted": sum(int(p.get("started", 0)) for p in shares),
+        "forcedStops": sum(int(p.get("forced", 0)) for p in shares),
+        "peakStopped": max((int(p.get("peakStopped", 0)) for p in shares), default=0) if cap is not None else None,
+        "maxStopped": cap.total if cap is not None else None,
+        "downtimeSecondsTotal": round(sum(float(p.get("downtimeSecondsTotal", 0.0)) for p in shares), 3),
+        "downtimeSecondsLongest": max((float(p.get("downtimeSecondsLongest", 0.0)) for p in shares), default=0.0),
+        "instancesLeftStopped": ledger.not_running(),
+        "instancesGone": dict(ledger.gone),
+        "leftStoppedOnPurpose": leave_stopped,
+    }
