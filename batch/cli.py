@@ -49,7 +49,8 @@ EXIT_CODES_HELP = """exit codes:
   2        bad input or usage (job list, flag, credentials, run directory); nothing was sent
   3        the run stopped early (fatal API error, unwritable run directory, job list changed);
            the last lines say why and how to resume
-  5        --stop-running: an instance the run stopped is not RUNNING again (overrides 0, 1, 3);
+  4        --halt or --canary halted the run: too many jobs failed; the rest were not started
+  5        --stop-running: an instance the run stopped is not RUNNING again (overrides 0, 1, 3, 4);
            the last lines name them; --resume on the same directory starts them
   130/143  stopped by SIGINT/SIGTERM after draining; the last lines say how to resume"""
 
@@ -81,6 +82,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be zero or more")
     return value
 
 
@@ -173,6 +184,28 @@ def _add_run_args(parser: argparse.ArgumentParser) -> None:
         type=_positive_int,
         default=argparse.SUPPRESS,
         help="most instances of one job-list 'group' stopped at once (default: none)",
+    )
+    halting = parser.add_argument_group("halting early")
+    halting.add_argument(
+        "--halt",
+        default=argparse.SUPPRESS,
+        metavar="fail=N|fail=P%",
+        help="stop starting jobs when N jobs failed, or P%% of the ended ones (counted after --halt-min jobs); "
+        "drain, exit 4 (default: never)",
+    )
+    halting.add_argument(
+        "--halt-min",
+        dest="halt_min",
+        type=_non_negative_int,
+        default=argparse.SUPPRESS,
+        help="jobs that must have ended before a --halt percentage counts (default: 20)",
+    )
+    halting.add_argument(
+        "--canary",
+        type=_non_negative_int,
+        default=argparse.SUPPRESS,
+        metavar="N",
+        help="run the first N jobs before any other; if one fails, halt before the rest (exit 4)",
     )
     parser.add_argument("--endpoint", help=f"API base URL (default: $ZENLAYER_ENDPOINT or {DEFAULT_ENDPOINT})")
     parser.add_argument(

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from .errors import RunDirectoryError, UsageError
+from .halt import parse_halt
 from .naming import DEFAULT_NAME_TEMPLATE
 
 __all__ = ["IDENTITY_OPTIONS", "MIN_RATE", "RunOptions", "flag_name", "parse_max_stopped", "resume_options"]
@@ -72,6 +73,12 @@ class RunOptions:
     max_stopped: str = "10%"
     #: most of them in one job-list ``group`` (None: no per-group cap)
     max_stopped_per_group: int | None = None
+    #: ``--halt fail=N`` / ``fail=P%``: stop starting jobs when this many fail (None: never)
+    halt: str | None = None
+    #: jobs that must have ended before a ``--halt`` percentage is looked at
+    halt_min: int = 20
+    #: ``--canary N``: the first N jobs run before any other; one failing halts the run
+    canary: int = 0
 
     def check(self, *, combined: bool = True) -> None:
         """Raise :class:`UsageError` for values no run can use.
@@ -109,11 +116,15 @@ class RunOptions:
                 not combined or self.max_stopped_per_group is None or self.stop_running,
                 "--max-stopped-per-group goes with --stop-running",
             ),
+            (self.halt_min >= 0, "--halt-min must not be negative"),
+            (self.canary >= 0, "--canary must not be negative"),
         ]
         for ok, message in checks:
             if not ok:
                 raise UsageError(message)
         parse_max_stopped(self.max_stopped, 1)
+        if self.halt is not None:
+            parse_halt(self.halt)
 
     def to_record(self) -> dict[str, Any]:
         """The options as stored in ``run.json`` (no per-process option, never a secret)."""

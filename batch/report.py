@@ -20,7 +20,7 @@ from .text import clip
 __all__ = ["ProgressPrinter", "advice_for", "format_seconds", "render_progress", "render_summary", "resume_command"]
 
 #: exit codes after which the run can be continued (fatal stop, SIGINT, SIGTERM)
-_RESUMABLE_EXIT_CODES = frozenset({3, 5, 130, 143})
+_RESUMABLE_EXIT_CODES = frozenset({3, 4, 5, 130, 143})
 #: seconds between progress lines when the stream is a log, not a terminal
 _LOG_INTERVAL = 10.0
 
@@ -206,6 +206,12 @@ def _stop_lines(s: Mapping[str, Any], out_dir: str | Path | None, resumable: boo
         todo = advice_for(code) + "; then"
     elif stopped_by.startswith("fatal:"):
         todo = advice_for(stopped_by.removeprefix("fatal:")) + "; then"
+    elif stopped_by.startswith("halt:"):
+        lines.append(f"halted:    {_plain(stopped_by.removeprefix('halt:').strip())}")
+        todo = (
+            f"look at the failures (imagebatch report {shlex.quote(str(out_dir or 'RUN_DIR'))}); "
+            f"the {s.get('pending', 0)} jobs not started run when you"
+        )
     elif stopped_by in ("SIGINT", "SIGTERM"):
         todo = f"{s.get('pending', 0)} of {s.get('jobs', 0)} jobs did not end;"
     elif stopped_by:

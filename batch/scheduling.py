@@ -135,6 +135,8 @@ class Dispatcher(Generic[T]):
         self._in_flight = 0
         self._changed = anyio.Event()
         self._listeners = 0
+        #: items read only after :meth:`release` (``--canary``: the rest of the list)
+        self._held: Iterator[T] | None = None
         self.stopped = False
 
     @property
@@ -174,7 +176,13 @@ class Dispatcher(Generic[T]):
             if self._source is not None and not self._admitting:
                 await self._refill()
                 continue
-            if not self._waiting and self._in_flight == 0 and not self._admitting and self._source is None:
+            if (
+                not self._waiting
+                and self._in_flight == 0
+                and not self._admitting
+                and self._source is None
+                and self._held is None
+            ):
                 self._notify()
                 return None
             timeout = self._waiting[0][0] - self._clock() if self._waiting else None
@@ -203,6 +211,7 @@ class Dispatcher(Generic[T]):
         """Nothing left: source drained, nothing ready, waiting or in flight."""
         return (
             self._source is None
+            and self._held is None
             and not self._ready
             and not self._waiting
             and self._in_flight == 0
@@ -238,6 +247,23 @@ class Dispatcher(Generic[T]):
         heapq.heappush(self._waiting, (self._clock() if when is None else when, next(self._seq), item))
         self._notify()
 
+    def hold(self, rest: Iterator[T]) -> None:
+        """Read ``rest`` only after :meth:`release` (and after the current source).
+
+        Args:
+            rest: the items held back.
+        """
+        self._held = rest
+
+    def release(self) -> None:
+        """Let the held items in, after what the current source still has."""
+        if self._held is None:
+            return
+        held, self._held = self._held, None
+        current = self._source
+        self._source = held if current is None else itertools.chain(current, held)
+        self._notify()
+
     def stop(self) -> None:
         """Hand out nothing more; idle takers return ``None``."""
         self.stopped = True
@@ -253,4 +279,5 @@ class Dispatcher(Generic[T]):
         """The items never handed out (read lazily)."""
         ready, self._ready = list(self._ready), deque()
         source, self._source = self._source, None
-        return itertools.chain(ready, source if source is not None else ())
+        held, self._held = self._held, None
+        return itertools.chain(ready, source if source is not None else (), held if held is not None else ())

@@ -23,6 +23,7 @@ __all__ = [
     "EXIT_BAD_INPUT",
     "EXIT_FAILED",
     "EXIT_FATAL",
+    "EXIT_HALTED",
     "EXIT_LEFT_STOPPED",
     "EXIT_OK",
     "EXIT_SIGINT",
@@ -34,13 +35,20 @@ __all__ = [
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_FATAL = 0, 1, 2, 3
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143
+#: --halt or --canary halted the run (too many jobs failed; the rest were not started)
+EXIT_HALTED = 4
 #: an instance this run stopped is not RUNNING again at the end (--stop-running)
 EXIT_LEFT_STOPPED = 5
 _SIGNAL_EXITS = {"SIGINT": EXIT_SIGINT, "SIGTERM": EXIT_SIGTERM}
 
 
 def exit_code_for(
-    *, stopped_by: str | None, fatal: bool, by_status: Mapping[str, int], left_stopped: bool = False
+    *,
+    stopped_by: str | None,
+    fatal: bool,
+    by_status: Mapping[str, int],
+    left_stopped: bool = False,
+    halted: bool = False,
 ) -> int:
     """The exit code of a process: its signal, a fatal stop, then how the jobs ended.
 
@@ -48,7 +56,8 @@ def exit_code_for(
         stopped_by: ``SIGINT``/``SIGTERM`` when a signal stopped this process.
         fatal: the run stopped early (fatal API error, job list changed under it).
         by_status: jobs by their latest status, over the whole run.
-        left_stopped: an instance the run stopped is not RUNNING again (overrides 0, 1 and 3).
+        left_stopped: an instance the run stopped is not RUNNING again (overrides 0, 1, 3 and 4).
+        halted: ``--halt`` or ``--canary`` halted the run.
     """
     if stopped_by in _SIGNAL_EXITS:
         return _SIGNAL_EXITS[stopped_by]
@@ -56,6 +65,8 @@ def exit_code_for(
         return EXIT_LEFT_STOPPED
     if fatal:
         return EXIT_FATAL
+    if halted:
+        return EXIT_HALTED
     failed = by_status.get(Status.FAILED.value, 0) + by_status.get(Status.UNKNOWN.value, 0)
     return EXIT_FAILED if failed else EXIT_OK
 

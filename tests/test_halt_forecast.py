@@ -148,3 +148,22 @@ def test_forecast_deletes_in_batches() -> None:
         poll_interval=5,
     )
     assert f.calls["DeleteImages"] == 3
+
+
+def test_halt_watch_counts_and_canaries() -> None:
+    """Interrupted jobs are not counted; a failed canary halts once; earlier segments' counts carry."""
+    from batch.models import Status
+    from batch.run.halting import HaltWatch
+
+    watch = HaltWatch(HaltRule(count=3), halt_min=0, ended=10, failed=2)
+    watch.canary("c1")
+    watch.canary("c2")
+    assert watch.canaries_pending
+    assert watch.on_end("x", Status.INTERRUPTED) is None
+    assert watch.ended == 10
+    assert watch.on_end("c1", Status.SUCCEEDED) is None
+    first = watch.on_end("c2", Status.UNKNOWN)  # the third failure of the run, and a failed canary
+    assert first is not None
+    assert first.startswith("--canary 2")
+    assert not watch.canaries_pending
+    assert watch.on_end("y", Status.FAILED) is None  # halts once

@@ -39,6 +39,7 @@ from ..sources import JobList
 from ..summary import build_summary, exit_code_for, segment_record
 from ..tracking import StatePoller
 from .calls import CallWatch
+from .halting import Halting
 from .listing import list_existing
 from .progress import Phase, Progress, RunOutcome, snapshot
 from .resume import jobs_at_their_step
@@ -121,6 +122,8 @@ class Run:
         self._left_stopped: list[str] = []
         self.ctx: Context | None = None
         self.pool: Pool | None = None
+        #: --halt / --canary (None: neither)
+        self._halt: Halting | None = None
 
     # ----- set-up ----------------------------------------------------------------------------
 
@@ -169,7 +172,17 @@ class Run:
             with_power=self._cap is not None,
             look_after=self.clock.monotonic() + self.options.lookup_delay,
         )
+        if self.options.halt is not None or self.options.canary:
+            self._halt = Halting.of(self.options, prepared.by_status, self._halt_now)
         return prepared.jobs, prepared.header, jobs
+
+    def _halt_now(self, reason: str) -> None:
+        """--halt / --canary: like a signal, stop starting jobs, let those in flight end, restore
+        power; exit 4."""
+        if self.stopped_by is None:
+            self.stopped_by = f"halt: {reason}"
+            self.events.log.warning(RUN_STOPPING, reason=self.stopped_by)
+            self.dispatcher.stop()
 
     def _source(self, jobs: Iterator[JobState]) -> Iterator[JobState]:
         try:
@@ -286,7 +299,10 @@ class Run:
     def _exit_code(self) -> int:
         fatal = self.fatal is not None or self.list_problem is not None
         left = bool(self._left_stopped) and not self.options.leave_stopped
-        return exit_code_for(stopped_by=self.stopped_by, fatal=fatal, by_status=self.tally.by_status, left_stopped=left)
+        halted = self.stopped_by is not None and self.stopped_by.startswith("halt:")
+        return exit_code_for(
+            stopped_by=self.stopped_by, fatal=fatal, by_status=self.tally.by_status, left_stopped=left, halted=halted
+        )
 
     def _segment(self, exit_code: int | None = None) -> dict[str, Any]:
         """This process's counters, for the journal's checkpoints and the summary."""
@@ -394,14 +410,22 @@ class Run:
         # fsync, a smaller one fewer look-ups on resume for jobs recorded but never sent. Half a
         # second of requests (at least two per worker, at most 256) keeps both small.
         admit_batch = int(min(256, max(2 * self.options.concurrency, self.options.rate / 2)))
+        source = self._source(states)
+        halting = self._halt
         self.dispatcher: Dispatcher[JobState] = Dispatcher(
-            self._source(states), admit=self._admit, batch=admit_batch, clock=self.clock.monotonic
+            halting.canaries(source) if halting is not None else source,
+            admit=self._admit,
+            batch=admit_batch,
+            clock=self.clock.monotonic,
         )
+        if halting is not None:
+            halting.attach(self.dispatcher, source)
         client = self._open_client()
         try:
             async with client, anyio.create_task_group() as outer:
                 ctx = self.ctx = self._context(client)
                 pool = self.pool = Pool(ctx, self.dispatcher, self.tally, lambda: str(self.stopped_by))
+                pool.on_closed = halting.job_ended if halting is not None else None
                 if self._cap is not None:
                     ctx.life = Lifecycle(pool, client, ctx.poller, self._cap, self._ledger, clock=self.clock.monotonic)
                 outer.start_soon(self.writer.run)

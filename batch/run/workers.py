@@ -59,6 +59,8 @@ class Pool:
         self.after_restore: list[tuple[JobState, o.End]] = []
         #: jobs to end after a fatal error, shared by the workers (see settle)
         self._settling: deque[JobState] = deque()
+        #: told of each result written (``--halt``, ``--canary``)
+        self.on_closed: Callable[[JobState, Status], None] | None = None
 
     @property
     def options(self) -> RunOptions:
@@ -198,6 +200,8 @@ class Pool:
         )
         self.ctx.writer.result(result)
         self.tally.count_result(end.status, error)
+        if self.on_closed is not None:
+            self.on_closed(st, end.status)
         if end.status is not Status.SUCCEEDED or st.attempts != 1:
             # The plain case (one call, success) is fully told by its api.attempt event and
             # its results.jsonl line; log the others, which people look for.
