@@ -197,6 +197,11 @@ class RunDirectory:
         """Whether a run was started here (its ``run.json`` exists)."""
         return self.file(RUN_FILE).exists()
 
+    @property
+    def locked(self) -> bool:
+        """Whether this process holds the directory's lock."""
+        return self._lock_fd is not None
+
     def lock(self) -> None:
         """Take the directory's lock, or fail naming the process that holds it."""
         self._created = not self.path.exists()

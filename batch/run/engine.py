@@ -23,7 +23,7 @@ import anyio
 from ..client import ZecClient
 from ..clock import SYSTEM_CLOCK, Clock
 from ..credentials import DEFAULT_ENDPOINT, Credentials, parse_endpoint
-from ..errors import ApiError, JobListError
+from ..errors import ApiError, JobListError, RunDirectoryError, UsageError
 from ..events import RUN_ENDED, RUN_STARTED, RUN_STOPPING, EventLog
 from ..header import RunHeader
 from ..journal import EVENTS_FILE, SUMMARY_FILE, JournalWriter, RunDirectory, write_atomic
@@ -42,6 +42,7 @@ from .calls import CallWatch
 from .halting import Halting
 from .listing import list_existing
 from .progress import Phase, Progress, RunOutcome, snapshot
+from .refusal import restore_before_refusal
 from .resume import jobs_at_their_step
 from .tally import Tally, power_segment, power_summary
 from .workers import Pool
@@ -379,7 +380,19 @@ class Run:
         )
 
     async def _execute(self) -> RunOutcome:
-        _jobs, header, states = self._prepare()
+        try:
+            _jobs, header, states = self._prepare()
+        except (RunDirectoryError, JobListError, UsageError):
+            # Refused before anything was sent: the instances the run stopped come first.
+            await restore_before_refusal(
+                self.directory,
+                credentials=self.credentials,
+                endpoint=self.endpoint,
+                options=self.options,
+                client_factory=self.client_factory,
+                notice=self.notice,
+            )
+            raise
         summary_path = self.directory.file(SUMMARY_FILE)
         owed = bool(self._ledger.not_running()) and not self.options.leave_stopped
         if self.resumed and self._listed_done >= self.total_jobs and not owed:
