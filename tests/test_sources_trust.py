@@ -342,3 +342,16 @@ def test_every_bad_json_lines_line_is_reported(tmp_path: Path) -> None:
     result = JobList(path).validate()
     places = sorted({p.split(":")[1] for p in result.problems})
     assert places == ["1", "2", "3"], result.problems
+
+
+def test_inventory_columns_are_accepted_and_not_read(tmp_path: Path) -> None:
+    """instanceName and zoneId (written by inventory) validate and change nothing in the jobs."""
+    from batch.sources import JobList
+
+    path = tmp_path / "fleet.csv"
+    path.write_text("instanceId,instanceName,zoneId,group\ni-1,web 1,SEL-A,SEL-A\n", encoding="utf-8")
+    jobs = JobList(path, fmt="csv", name_template="{instanceId}-x")
+    assert jobs.validate().ok
+    (job,) = list(jobs)
+    assert job.instance_id == "i-1"
+    assert job.group == "SEL-A"

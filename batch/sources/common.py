@@ -31,7 +31,8 @@ __all__ = [
     "did_you_mean",
 ]
 
-COLUMNS = ("instanceId", "imageName", "resourceGroupId", "tags", "group")
+#: ``instanceName`` and ``zoneId`` are for people (``imagebatch inventory`` writes them); the run does not read them
+COLUMNS = ("instanceId", "imageName", "resourceGroupId", "tags", "group", "instanceName", "zoneId")
 #: Columns only ``imagebatch fake-server --fleet`` reads (the run ignores them).
 FAKE_COLUMNS = ("fakeGpu", "fakeBusySeconds", "fakeStatus", "fakeImageFails", "fakeHangs")
 ALL_COLUMNS = COLUMNS + FAKE_COLUMNS
