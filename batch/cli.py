@@ -213,6 +213,9 @@ def _add_run_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--quiet", action="store_true", help="no progress display")
     parser.add_argument(
+        "--verbose", action="store_true", help="also a line on stderr for each retry, failure and stop of the run"
+    )
+    parser.add_argument(
         "--progress-interval",
         type=_positive_float,
         default=30.0,
@@ -391,6 +394,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             endpoint=endpoint,
             progress=_progress_to(display, watch),
             handle_signals=True,
+            verbose=args.verbose,
         )
         try:
             outcome = anyio.run(_execute, run, metrics, watch)

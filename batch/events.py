@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any, TextIO
 
 import structlog
@@ -28,6 +28,7 @@ __all__ = [
     "RUN_STARTED",
     "RUN_STOPPING",
     "EventLog",
+    "verbose_line",
 ]
 
 RUN_STARTED = "run.started"
@@ -64,19 +65,52 @@ class _BufferedLineWriter:
     info = warning = error = debug = msg
 
 
+#: events ``--verbose`` also tells on stderr, one line each
+_ECHOED = frozenset({"job.retry_scheduled", "job.ended", "run.stopping"})
+
+
+def verbose_line(event: Mapping[str, Any]) -> str:
+    """One ``--verbose`` line for an event: its name, then its fields (API text escaped, cut)."""
+    fields = " ".join(f"{k}={_shown(v)}" for k, v in event.items() if k not in ("event", "ts") and v is not None)
+    return f"{event.get('event')} {fields}".rstrip()
+
+
+def _shown(value: Any) -> str:
+    """A field for a terminal: text from the API with control characters escaped, cut at 120."""
+    text = str(value)
+    if not text.isprintable():
+        text = text.encode("unicode_escape").decode("ascii")
+    return text if len(text) <= 120 else text[:120] + "…"
+
+
+def _echo(echo: Callable[[str], None]) -> Callable[[Any, str, MutableMapping[str, Any]], MutableMapping[str, Any]]:
+    def processor(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        if event.get("event") in _ECHOED:
+            echo(verbose_line(event))
+        return event
+
+    return processor
+
+
 class EventLog:
     """A structlog logger that writes one JSON object a line to ``stream``.
 
     Args:
         stream: an open, buffered text file.
+        echo: ``--verbose``: told one line for each retry, job that did not simply succeed, and
+            stop of the run.
     """
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO, *, echo: Callable[[str], None] | None = None) -> None:
         self._stream = stream
+        processors: list[Any] = [_add_time]
+        if echo is not None:
+            processors.append(_echo(echo))
+        processors.append(structlog.processors.JSONRenderer(serializer=_serialize))
         # bind() once: the lazy proxy wrap_logger returns would rebuild the logger on every call.
         self.log = structlog.wrap_logger(
             _BufferedLineWriter(stream),
-            processors=[_add_time, structlog.processors.JSONRenderer(serializer=_serialize)],
+            processors=processors,
             wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
         ).bind()
 

@@ -185,3 +185,17 @@ async def test_json_progress_lines_off_a_terminal(make_fake: FakeFactory, tmp_pa
     assert all(r["event"] == "progress" for r in records)
     assert records[-1]["phase"] == "ended"
     assert records[-1]["ended"] == 3
+
+
+async def test_verbose_tells_each_retry_and_failure(make_fake: FakeFactory, tmp_path: Path) -> None:
+    """--verbose prints a line on stderr for each retry and failed job; without it, none."""
+    fake = await make_fake([FakeInstance("i-1", busy_until=1.5), FakeInstance("i-run", status="RUNNING")])
+    jobs = write_csv(tmp_path / "jobs.csv", ["i-1", "i-run"])
+    code, _, err = await _run(
+        str(jobs), "--endpoint", fake.url, "--out", str(tmp_path / "v"), "--quiet", "--verbose", *FAST
+    )
+    assert code == 1
+    assert "job.retry_scheduled instanceId=i-1 code=OPERATION_DENIED_INSTANCE_IN_OPERATION" in err
+    assert "job.ended instanceId=i-run status=failed" in err
+    code, _, err = await _run(str(jobs), "--endpoint", fake.url, "--out", str(tmp_path / "q"), "--quiet", *FAST)
+    assert "job.retry_scheduled" not in err

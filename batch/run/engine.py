@@ -70,6 +70,8 @@ class Run:
         clock: the monotonic and wall clocks (tests pass fake ones instead of sleeping).
         client_factory: makes the run's API client, called like :class:`ZecClient` (tests may
             wrap it).
+        verbose: also tell ``notice`` each retry, each job that did not simply succeed, and
+            each stop of the run (``--verbose``).
     """
 
     def __init__(
@@ -86,6 +88,7 @@ class Run:
         notice: Callable[[str], None] | None = None,
         clock: Clock = SYSTEM_CLOCK,
         client_factory: ClientFactory = ZecClient,
+        verbose: bool = False,
     ) -> None:
         options.check(combined=not options.resume)
         if isinstance(job_list, Path):
@@ -102,6 +105,8 @@ class Run:
         self.progress = progress
         self.notice = notice or (lambda _text: None)
         self.handle_signals = handle_signals
+        #: --verbose: retries, jobs that did not simply succeed and stops also go to ``notice``
+        self.verbose = verbose
         self.tally = Tally()
         self.fatal: ApiError | None = None
         self.list_problem: str | None = None
@@ -402,7 +407,9 @@ class Run:
             summary = self._summary(header, exit_code, worked=False)
             write_atomic(summary_path, json.dumps(summary, indent=2).encode() + b"\n")
             return RunOutcome(exit_code, summary, self.directory.path)
-        self.events = EventLog(self.directory.file(EVENTS_FILE).open("a", encoding="utf-8"))
+        self.events = EventLog(
+            self.directory.file(EVENTS_FILE).open("a", encoding="utf-8"), echo=self.notice if self.verbose else None
+        )
         self.events.log.info(
             RUN_STARTED, runId=header.run_id, jobs=self.total_jobs, resumed=self.resumed, segment=self._segment_id
         )
