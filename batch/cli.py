@@ -2,8 +2,9 @@
 
 Exit codes (as in ``--help`` and README): 0 every job succeeded or was skipped; 1 some jobs
 failed; 2 bad input or usage (nothing sent); 3 the run stopped early (fatal API error,
-unwritable run directory, job list changed under it); 5 an instance the run stopped
-(``--stop-running``) is not RUNNING again; 130 / 143 stopped by SIGINT / SIGTERM.
+unwritable run directory, job list changed under it); 4 ``--halt`` or ``--canary`` halted the
+run; 5 an instance the run stopped (``--stop-running``) is not RUNNING again; 130 / 143 stopped
+by SIGINT / SIGTERM.
 Presentation (progress, summary) lives in :mod:`batch.report`; this module parses and dispatches.
 """
 
