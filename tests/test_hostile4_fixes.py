@@ -14,13 +14,16 @@ import anyio
 import pytest
 
 from batch.cli import main
+from batch.client import ZecClient
 from batch.config import ConfigError, file_flags, load_config
 from batch.fake import DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, FakeInstance
+from batch.inventory import list_instances
 from batch.journal import encode_record
 from batch.output import cell
+from batch.selection import build_selection
 from batch.text import clip
 
-from .conftest import FakeFactory
+from .conftest import CREDS, FakeFactory
 from .test_config import run_parser
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -439,3 +442,54 @@ def test_a_byte_order_mark_is_accepted(tmp_path: Path) -> None:
         load_config(path, profile=None, flags=flags)
 
 
+# 7. README: the listing's call count, and what validate --output json prints on exit 2
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("running", "stopped", "calls"),
+    [
+        pytest.param(50, 50, 10, id="even-split-10"),
+        pytest.param(49, 51, 11, id="worst-split-11"),
+        pytest.param(100, 0, 11, id="one-state-empty-still-one-call"),
+        pytest.param(10, 10, 2, id="one-full-page-each"),
+    ],
+)
+async def test_listing_takes_a_call_per_page_of_each_combination_rounded_up(
+    make_fake: FakeFactory, running: int, stopped: int, calls: int
+) -> None:
+    """Calls are ceil(n / page) per state, at least one each: README's "10 or 11" for 10,000 in two states, scaled
+    down to pages of 10."""
+    fleet = [FakeInstance(f"r{n}", status="RUNNING") for n in range(running)]
+    fleet += [FakeInstance(f"s{n}", status="STOPPED") for n in range(stopped)]
+    fake = await make_fake(fleet)
+    async with ZecClient(fake.url, CREDS) as client:
+        listing = await list_instances(client, build_selection(states=[("RUNNING,STOPPED", "--status")]), page_size=10)
+    assert listing.calls == fake.calls["DescribeInstances"] == calls
+    assert calls == sum(max(1, math.ceil(n / 10)) for n in (running, stopped))
+    assert len(listing.instances) == running + stopped
+
+
+def test_readme_states_the_listing_bound_and_what_json_stdout_holds_on_errors() -> None:
+    """README gives the listing's calls as the test above counts them, and says validate prints its document on
+    exit 2."""
+    text = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    assert "10,000 instances in two states take 10 calls (5,000 each) or 11 (4,999 and 5,001)" in text
+    assert "on an error stdout stays empty" not in text
+    assert "`validate` that finds problems (exit 2) prints its document with them" in text
+
+
+def test_validate_json_prints_the_document_on_exit_2_and_nothing_on_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """validate --output json: problems (exit 2) give the document with ok false; a missing file gives empty stdout."""
+    bad = tmp_path / "jobs.csv"
+    bad.write_text("instanceId\n1\n1\n")
+    assert main(["validate", str(bad), "--output", "json"]) == 2
+    document = json.loads(capsys.readouterr().out)
+    assert document["ok"] is False
+    assert document["problems"]
+    assert main(["validate", str(tmp_path / "missing.csv"), "--output", "json"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "missing.csv" in captured.err
