@@ -165,6 +165,8 @@ def _kind_of(hint: Any) -> str:
 def load_config(path: Path, *, profile: str | None, flags: Mapping[str, Flag]) -> dict[str, Any]:
     """Read a config file: the top-level values, then the profile's over them.
 
+    The whole file is checked, every profile, whichever one is used.
+
     Args:
         path: the TOML file.
         profile: the table to apply over the top level, or ``None`` for the top level alone.
@@ -184,7 +186,8 @@ def load_config(path: Path, *, profile: str | None, flags: Mapping[str, Flag]) -
         msg = f"cannot read config file {clip(name)}: {exc.strerror or exc}"
         raise ConfigError(msg) from None
     try:
-        text = raw.decode("utf-8")
+        # Editors on Windows start UTF-8 files with a byte order mark; TOML has no place for one.
+        text = raw.decode("utf-8").removeprefix("\ufeff")
         data = tomllib.loads(text)
     except UnicodeDecodeError as exc:
         msg = f"{name}: not UTF-8 text (byte {exc.start}); a TOML file is UTF-8"
@@ -195,12 +198,15 @@ def load_config(path: Path, *, profile: str | None, flags: Mapping[str, Flag]) -
     profiles = {key: value for key, value in data.items() if isinstance(value, dict)}
     locate = _Locator(name, text)
     values = _read_table(top, None, flags, locate)
+    # Every profile is checked, not only the one chosen: a secret or a typo in [weekend] is
+    # found on the first night, not on the first weekend.
+    tables = {key: _read_table(table, key, flags, locate) for key, table in profiles.items()}
     if profile is not None:
         if profile not in profiles:
             known = ", ".join(f"[{p}]" for p in sorted(profiles)) or "none"
             msg = f"{name}: no profile [{profile}] (--profile); the file's profiles: {known}"
             raise ConfigError(msg)
-        values |= _read_table(profiles[profile], profile, flags, locate)
+        values |= tables[profile]
     return values
 
 

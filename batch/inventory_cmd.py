@@ -19,7 +19,8 @@ from .client import ZecClient
 from .credentials import DEFAULT_ENDPOINT, Credentials, resolve_credentials
 from .errors import UsageError
 from .inventory import Listing, list_instances, write_job_list
-from .output import add_output_option, print_json
+from .listwrite import check_target
+from .output import add_output_option, cell, print_json
 from .selection import MAX_TAG_FILTERS, Selection, build_selection, parse_group_by
 from .sources import FORMATS, detect_format
 from .text import clip
@@ -101,6 +102,7 @@ def main(args: argparse.Namespace) -> int:
     fmt = detect_format(out, args.fmt)
     if not out.parent.is_dir():  # say so before any API call
         raise UsageError(f"-o {clip(str(out))}: the directory {clip(str(out.parent))} does not exist")
+    check_target(out, "-o")
     endpoint = args.endpoint or os.environ.get("ZENLAYER_ENDPOINT") or DEFAULT_ENDPOINT
     resolved = resolve_credentials(os.environ, Path.home())
     for note in resolved.notes:
@@ -129,9 +131,11 @@ def main(args: argparse.Namespace) -> int:
         print_json(document)
         return 0
     print(f"{out}: {len(found)} instances ({listing.calls} API calls)")
-    header = f"group ({group_by})"
-    width = max(len(header), len("(none)"), *(len(g) for g in document["byGroup"]))
+    # Zones, resource groups and tag values are the API's text: escaped, cut, never raw on a terminal.
+    header = f"group ({cell(group_by)})"
+    groups = [(cell(group) if group else "(none)", count) for group, count in document["byGroup"].items()]
+    width = max(len(header), *(len(g) for g, _ in groups))
     print(f"  {header:<{width}}  instances")
-    for group, count in document["byGroup"].items():
-        print(f"  {group or '(none)':<{width}}  {count}")
+    for group, count in groups:
+        print(f"  {group:<{width}}  {count}")
     return 0

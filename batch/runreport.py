@@ -10,6 +10,7 @@ A figure that no file records is reported as not recorded, never guessed.
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -39,6 +40,8 @@ class RunFiles:
     journal: JournalState
     copy: ListCopy | None = None
     ids: list[str] = field(default_factory=list)
+    #: why the journal tells nothing (missing, empty, unreadable, no good record), or ``None``
+    journal_problem: str | None = None
 
 
 def open_run(path: Path) -> RunFiles:
@@ -56,45 +59,103 @@ def open_run(path: Path) -> RunFiles:
     if not (path / RUN_FILE).is_file():
         raise RunDirectoryError(f"{path} is not a run directory: it has no {RUN_FILE}")
     header = RunDirectory(path).read_header()
-    files = RunFiles(path, header, read_journal(path / JOURNAL_FILE))
+    journal_path = path / JOURNAL_FILE
+    try:
+        journal = read_journal(journal_path)
+        problem = _journal_problem(journal_path, journal)
+    except OSError as exc:
+        journal, problem = JournalState(), f"{JOURNAL_FILE} cannot be read: {exc.strerror or exc}"
+    files = RunFiles(path, header, journal, journal_problem=problem)
     if header.snapshot and header.fmt and (path / header.snapshot).is_file():
         files.copy = ListCopy(path / header.snapshot, header.fmt)
         files.ids = list(files.copy.instance_ids())
     return files
 
 
-def _events(path: Path) -> Iterator[dict[str, Any]]:
-    """The run's events; a line a crash cut short is skipped."""
+def _journal_problem(path: Path, journal: JournalState) -> str | None:
+    """Why the journal says nothing of the run, or ``None`` when it holds records."""
+    if not path.exists():
+        return f"the run directory has no {JOURNAL_FILE}: no job's outcome is recorded"
+    if not path.is_file():
+        return f"{JOURNAL_FILE} is not a regular file: no job's outcome is recorded"
+    if any((journal.intents, journal.results, journal.segments, journal.stopped, journal.deleting)):
+        return None
+    if journal.torn:
+        return f"{JOURNAL_FILE} holds no readable record ({journal.torn} damaged): no job's outcome is recorded"
+    return f"{JOURNAL_FILE} is empty: no job's outcome is recorded"
+
+
+def _finite(text: str) -> float:
+    """``parse_float`` and ``parse_constant`` of the events: a non-finite number damages its line."""
+    number = float(text)
+    if not math.isfinite(number):
+        msg = f"not a finite number: {text[:20]}"
+        raise ValueError(msg)
+    return number
+
+
+@dataclass
+class _Events:
+    """The figures the report takes from ``events.jsonl``, read in one pass."""
+
+    present: bool = False
+    api: float = 0.0
+    limiter: float = 0.0
+    backoff: float = 0.0
+    retry_codes: Counter[str] = field(default_factory=Counter)
+    #: lines skipped: not JSON (a crash cuts the last one short), or NaN/Infinity in them
+    damaged: int = 0
+
+
+def _read_events(path: Path) -> _Events:
+    figures = _Events(present=path.is_file())
+    if not figures.present:
+        return figures
+    for event in _events(path, figures):
+        if event.get("event") == "api.attempt":
+            figures.api += _number(event.get("apiSeconds"))
+            figures.limiter += _number(event.get("limiterWaitSeconds"))
+        elif event.get("event") == "job.retry_scheduled":
+            figures.backoff += _number(event.get("backoffSeconds"))
+            figures.retry_codes[str(event.get("code"))] += 1
+    return figures
+
+
+def _events(path: Path, figures: _Events) -> Iterator[dict[str, Any]]:
+    """The run's events; a line that does not parse (cut short by a crash, or holding a non-finite
+    number, which no JSON reader takes) is skipped and counted."""
     try:
         with path.open(encoding="utf-8", errors="replace") as handle:
             for line in handle:
+                if not line.strip():
+                    continue
                 try:
-                    event = json.loads(line)
-                except ValueError:
+                    event = json.loads(line, parse_float=_finite, parse_constant=_finite)
+                except (ValueError, RecursionError):
+                    figures.damaged += 1
                     continue
                 if isinstance(event, dict):
                     yield event
-    except FileNotFoundError:
-        return
+                else:
+                    figures.damaged += 1
+    except OSError:
+        figures.damaged += 1
 
 
 def _number(value: Any) -> float:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+    """A figure from a run's file; anything but a finite number counts as nothing."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value)
+        return number if math.isfinite(number) else 0.0
+    return 0.0
 
 
-def _timing(files: RunFiles, wall: float) -> dict[str, Any]:
-    events_path = files.path / EVENTS_FILE
-    if not events_path.is_file():
+def _timing(wall: float, events: _Events) -> dict[str, Any]:
+    if not events.present:
         absent = {"seconds": None, "note": f"the run directory has no {EVENTS_FILE}"}
         figures = ("apiSeconds", "limiterWaitSeconds", "backoffSeconds", "instanceStateWaitSeconds")
         return {"wallSeconds": wall, **{k: absent for k in (*figures, "imageStateWaitSeconds")}}
-    api = limiter = backoff = 0.0
-    for event in _events(events_path):
-        if event.get("event") == "api.attempt":
-            api += _number(event.get("apiSeconds"))
-            limiter += _number(event.get("limiterWaitSeconds"))
-        elif event.get("event") == "job.retry_scheduled":
-            backoff += _number(event.get("backoffSeconds"))
+    api, limiter, backoff = events.api, events.limiter, events.backoff
     return {
         "wallSeconds": wall,
         "apiSeconds": {
@@ -199,9 +260,7 @@ def build_report(files: RunFiles, *, slowest: int = 10) -> dict[str, Any]:
             continue
         calls.update(api.get("byAction") or {})
         codes.update(api.get("byCode") or {})
-    retry_codes = Counter(
-        str(e.get("code")) for e in _events(files.path / EVENTS_FILE) if e.get("event") == "job.retry_scheduled"
-    )
+    events = _read_events(files.path / EVENTS_FILE)
     wall = round(sum(_number(s.get("wallSeconds")) for s in segments), 3)
     ended = set(results)
     return {
@@ -220,12 +279,17 @@ def build_report(files: RunFiles, *, slowest: int = 10) -> dict[str, Any]:
             "sentWithoutResult": sum(1 for i in journal.intents if i not in ended),
         },
         "failures": _failures(results),
-        "retries": {"total": sum(int(_number(s.get("retries"))) for s in segments), "byCode": dict(retry_codes)},
+        "retries": {"total": sum(int(_number(s.get("retries"))) for s in segments), "byCode": dict(events.retry_codes)},
         "apiCalls": {"total": sum(calls.values()), "byAction": dict(calls), "byCode": dict(codes)},
-        "time": _timing(files, wall),
+        "time": _timing(wall, events),
         "slowestJobs": _slowest(results, slowest),
         "downtime": _downtime(files),
-        "journal": {"tornRecords": journal.torn, "damagedRecords": len(journal.corrupt_offsets)},
+        "journal": {
+            "tornRecords": journal.torn,
+            "damagedRecords": len(journal.corrupt_offsets),
+            "problem": files.journal_problem,
+        },
+        "events": {"damagedLines": events.damaged},
     }
 
 

@@ -206,6 +206,27 @@ def test_the_service_is_a_oneshot_with_timeouts_that_fit_a_night_and_the_grace()
     assert service["EnvironmentFile"] == "/etc/imagebatch/credentials.env"
 
 
+#: Sandbox settings whose paths must exist when the unit starts, unless marked optional with "-".
+SANDBOX_PATHS = ("ReadWritePaths", "ReadOnlyPaths", "InaccessiblePaths", "ExecPaths", "NoExecPaths", "BindPaths")
+
+
+def test_sandbox_paths_are_optional_and_cover_what_the_run_writes() -> None:
+    """Each sandbox path is "-"-prefixed (a missing one fails the unit with 226/NAMESPACE before imagebatch
+    runs), and the run's --out and --metrics-file fall under the paths it may write."""
+    service = unit("imagebatch.service")["Service"]
+    listed = {key: service[key].split() for key in SANDBOX_PATHS if key in service}
+    assert listed, "the unit names the paths it writes outside its StateDirectory"
+    for key, paths in listed.items():
+        for path in paths:
+            assert path.startswith("-/"), f"{key}={path}: a missing path would fail the unit; write -{path}"
+    writable = [Path(p.lstrip("-")) for p in listed.get("ReadWritePaths", [])]
+    writable.append(Path("/var/lib") / service["StateDirectory"])
+    argv = service_argv()
+    for flag in ("--out", "--metrics-file"):
+        target = Path(argv[argv.index(flag) + 1])
+        assert any(target.is_relative_to(root) for root in writable), f"{flag} {target} is not writable in the sandbox"
+
+
 def test_the_service_maps_the_exit_codes() -> None:
     """Codes a restart cannot fix stop it; the others restart the unit, a bounded number of times."""
     parsed = unit("imagebatch.service")
