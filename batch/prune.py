@@ -296,6 +296,7 @@ class Pruner:
                 if verdict is None:
                     raise
                 await self._back_off(verdict.delay)
+
     async def delete(self, deletions: Sequence[tuple[str, str]], *, before_send: Before, resolved: Resolved) -> None:
         """Delete ``(image id, instance id)`` pairs; tell ``resolved`` about each as it ends.
 
