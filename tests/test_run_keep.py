@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 import pytest
 
+from batch.client import ZecClient
 from batch.clock import Clock
 from batch.errors import ApiError, JobListError, RunDirectoryError, ThrottledError, UsageError
 from batch.fake import FakeImage, FakeInstance, FakeZenlayer
@@ -172,15 +173,36 @@ async def test_failed_deletions_are_looked_up_retried_then_recorded(tmp_path: Pa
     assert summary_of(tmp_path / "run")["images"] == {"deleted": 1, "kept": 2, "failedToDelete": 1}
 
 
+class TagListings(ZecClient):
+    """A client that counts the DescribeCustomImages calls filtered by tag (the policy listing)."""
+
+    listings: list[Any] = []
+
+    async def call(self, action: str, params: dict[str, Any], *, request_timeout: float | None = None) -> Any:
+        """Count a policy listing's pages, then send."""
+        if action == "DescribeCustomImages" and "tags" in params:
+            TagListings.listings.append(params)
+        return await super().call(action, params, request_timeout=request_timeout)
+
+
 async def test_deletions_are_batched_across_jobs(tmp_path: Path, make_fake: FakeFactory) -> None:
-    """150 instances' deletions go in DeleteImages calls of at most 100 ids, far fewer calls than jobs."""
+    """The policy is listed once, 1,000 a page, by its tag; 150 instances' deletions go in DeleteImages calls of at
+    most 100 ids, far fewer calls than jobs."""
     ids = [f"i-{n:03d}" for n in range(150)]
     fake = await make_fake(instances(*ids), cloud_kwargs=QUICK)
     for instance in ids:
         seed_nights(fake, instance, range(1, 3))
-    outcome, results = await run_keep(tmp_path, fake, ids, when=night(4), keep=1, concurrency=32)
+    TagListings.listings = []
+    job_list = write_csv(tmp_path / "jobs.csv", ids)
+    opts = RunOptions(**{**FAST, "policy": POLICY, "keep": 1, "concurrency": 32})
+    clock = Clock(monotonic=time.monotonic, wall=night(4).timestamp)
+    run = Run(job_list, tmp_path / "run", opts, credentials=CREDS, endpoint=fake.url, clock=clock)
+    run.client_factory = TagListings
+    outcome = await run.execute()
+    results = [json.loads(line) for line in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
     assert outcome.exit_code == 0
-    assert sum(len(r["prunedImageIds"]) for r in results.values()) == 300
+    assert TagListings.listings == [{"pageSize": 1000, "tags": [{"key": POLICY_KEY, "value": POLICY}], "pageNum": 1}]
+    assert sum(len(r["prunedImageIds"]) for r in results) == 300
     assert fake.cloud.largest_delete_call <= 100
     assert fake.calls["DeleteImages"] <= 15
 
@@ -197,6 +219,9 @@ async def test_stop_running_prunes_after_the_instance_is_running_again(tmp_path:
     assert record["power"]["finalState"] == "RUNNING"
     assert sorted(record["prunedImageIds"]) == sorted(i.image_id for i in old[:2])
     assert fake.cloud.instances["i-1"].status == "RUNNING"
+    events = [json.loads(line) for line in (tmp_path / "run" / "events.jsonl").read_text().splitlines()]
+    actions = [e["action"] for e in events if e["event"] == "api.attempt"]
+    assert actions.index("StartInstances") < actions.index("DeleteImages")  # downtime is not spent deleting
 
 
 async def test_policy_is_kept_by_a_resume(tmp_path: Path, make_fake: FakeFactory) -> None:
