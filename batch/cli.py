@@ -46,7 +46,7 @@ __all__ = ["main"]
 #: The exit codes as ``--help`` shows them; README's table says the same.
 EXIT_CODES_HELP = """exit codes:
   0        every job succeeded, or was skipped because its image already exists
-  1        some jobs failed (see results.jsonl)
+  1        some jobs failed, or --keep could not delete some old images (see results.jsonl)
   2        bad input or usage (job list, flag, credentials, run directory); nothing was sent
   3        the run stopped early (fatal API error, unwritable run directory, job list changed);
            the last lines say why and how to resume
@@ -208,6 +208,7 @@ def _add_run_args(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="run the first N jobs before any other; if one fails, halt before the rest (exit 4)",
     )
+    _add_keep_args(parser)
     parser.add_argument("--endpoint", help=f"API base URL (default: $ZENLAYER_ENDPOINT or {DEFAULT_ENDPOINT})")
     parser.add_argument(
         "--seed", type=int, default=argparse.SUPPRESS, help="seed of the back-off jitter (for reproducible tests)"
@@ -227,6 +228,42 @@ def _add_run_args(parser: argparse.ArgumentParser) -> None:
         choices=("text", "json"),
         default="text",
         help="progress lines off a terminal: text, or one JSON object a line (default: text)",
+    )
+
+
+def _add_keep_args(parser: argparse.ArgumentParser) -> None:
+    """``run``'s retention flags: the policy tag, and ``--keep`` inside the run."""
+    keep = parser.add_argument_group("retention: keep the newest N images per instance")
+    keep.add_argument(
+        "--policy",
+        dest="policy",
+        default=argparse.SUPPRESS,
+        help="the imagebatch-policy tag of every image the run makes; --keep prunes only this policy's "
+        "images; a resume keeps it (default: default)",
+    )
+    keep.add_argument(
+        "--keep",
+        dest="keep",
+        type=_positive_int,
+        default=argparse.SUPPRESS,
+        metavar="N",
+        help="once an instance's new image is AVAILABLE (implies --wait), delete its older images of the "
+        "policy beyond the newest N AVAILABLE (default: none deleted)",
+    )
+    keep.add_argument(
+        "--max-age",
+        dest="max_age_days",
+        type=_positive_float,
+        default=argparse.SUPPRESS,
+        metavar="DAYS",
+        help="with --keep: also delete AVAILABLE images older than DAYS (never the newest)",
+    )
+    keep.add_argument(
+        "--prune-failed",
+        dest="prune_failed",
+        action=argparse.BooleanOptionalAction,
+        default=argparse.SUPPRESS,
+        help="with --keep: also delete the policy's FAILED and UNAVAILABLE images (default: off)",
     )
 
 

@@ -13,14 +13,27 @@ gone): the API never applied that call, so sending it again deletes nothing twic
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from .ownership import INSTANCE_KEY, POLICY_KEY, policy_problem
-from .retention import ImageRecord, RetentionOptions, plan_retention
+from .retention import DELETING, ImageRecord, RetentionOptions, plan_retention
 
-__all__ = ["KeepBook", "KeepRule", "new_image_record"]
+__all__ = ["KeepBook", "KeepChoice", "KeepRule", "new_image_record"]
+
+
+@dataclass(frozen=True, slots=True)
+class KeepChoice:
+    """What one instance's prune does.
+
+    Args:
+        delete: the images to delete (each handed out once per process).
+        kept: the images of the policy it keeps (the new one included), newest first.
+    """
+
+    delete: tuple[str, ...]
+    kept: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,9 +74,11 @@ class KeepBook:
     def __init__(self, rule: KeepRule, images: Iterable[ImageRecord]) -> None:
         self.rule = rule
         self._by_instance: dict[str, list[ImageRecord]] = {}
+        self._by_id: dict[str, ImageRecord] = {}
         for image in images:
             if image.tag(POLICY_KEY) != rule.policy:
                 continue
+            self._by_id[image.image_id] = image
             instance = image.tag(INSTANCE_KEY)
             if instance:
                 self._by_instance.setdefault(instance, []).append(image)
@@ -83,6 +98,16 @@ class KeepBook:
             new_image: its new image (AVAILABLE, with its ownership tags).
             now: the time ``--max-age`` counts back from.
         """
+        return list(self.choose(instance_id, new_image, now).delete)
+
+    def choose(self, instance_id: str, new_image: ImageRecord, now: datetime) -> KeepChoice:
+        """What the prune of ``instance_id`` deletes and keeps now that ``new_image`` is AVAILABLE.
+
+        Args:
+            instance_id: the job's instance.
+            new_image: its new image (AVAILABLE, with its ownership tags).
+            now: the time ``--max-age`` counts back from.
+        """
         listed = [i for i in self._by_instance.get(instance_id, []) if i.image_id != new_image.image_id]
         only = frozenset({instance_id})
         age = None if self.rule.max_age_days is None else timedelta(days=self.rule.max_age_days)
@@ -96,9 +121,37 @@ class KeepBook:
             fresh=only,
         )
         plan = plan_retention([*listed, new_image], options)
-        chosen = [image_id for image_id, _ in plan.deletions() if image_id not in self._taken]
+        chosen = tuple(image_id for image_id, _ in plan.deletions() if image_id not in self._taken)
         self._taken.update(chosen)
-        return chosen
+        kept = tuple(d.image.image_id for p in plan.instances for d in p.kept)
+        return KeepChoice(chosen, kept)
+
+    def listed(self, image_id: str) -> ImageRecord | None:
+        """The listing's record of an image of the policy, or ``None`` (not listed).
+
+        Args:
+            image_id: the image.
+        """
+        return self._by_id.get(image_id)
+
+    def gone_since(self, instance_id: str, journaled: Mapping[str, str]) -> list[str]:
+        """Images of ``instance_id`` an earlier process of the run sent DeleteImages for that the
+        listing no longer shows, or shows DELETING: that process deleted them.
+
+        (Those it still shows otherwise were never deleted: the rules hand them out again.)
+
+        Args:
+            instance_id: the job's instance.
+            journaled: the journal's ``delete`` records (image id: instance id).
+        """
+        gone = []
+        for image_id, owner in journaled.items():
+            if owner != instance_id:
+                continue
+            image = self._by_id.get(image_id)
+            if image is None or image.status == DELETING:
+                gone.append(image_id)
+        return sorted(gone)
 
     def kept(self, instance_id: str, deleted: Iterable[str]) -> int:
         """Images of the policy the instance keeps after ``deleted`` (the new one included)."""
@@ -109,4 +162,3 @@ class KeepBook:
 def new_image_record(image_id: str, name: str, tags: Iterable[tuple[str, str]]) -> ImageRecord:
     """The record of a job's new image, AVAILABLE, as the listing would show it."""
     return ImageRecord(image_id, name, "AVAILABLE", tuple(tags))
-

@@ -15,19 +15,21 @@ from typing import Any
 from .errors import RunDirectoryError, UsageError
 from .halt import parse_halt
 from .naming import DEFAULT_NAME_TEMPLATE
+from .ownership import DEFAULT_POLICY, policy_problem
 
 __all__ = ["IDENTITY_OPTIONS", "MIN_RATE", "RunOptions", "flag_name", "parse_max_stopped", "resume_options"]
 
 #: Lowest ``--rate`` accepted: below it a run would, in practice, never send anything.
 MIN_RATE = 0.01
-#: Options a resumed run may not change: they decide the image names the run asks for.
-IDENTITY_OPTIONS = frozenset({"name_template"})
+#: Options a resumed run may not change: they decide the image names the run asks for, and the
+#: policy its images are tagged with (and whose images ``--keep`` prunes).
+IDENTITY_OPTIONS = frozenset({"name_template", "policy"})
 #: Options a resume never takes from the command line: the copy keeps the format it was read in
 #: (``--format`` on a resume names the format of the list given to compare with the copy).
 _KEPT_OPTIONS = frozenset({"fmt"})
 #: Options that describe one process, not the run: never stored, never carried over.
 _PER_PROCESS = frozenset({"resume"})
-_FLAGS = {"total_timeout": "--timeout", "fmt": "--format"}
+_FLAGS = {"total_timeout": "--timeout", "fmt": "--format", "max_age_days": "--max-age"}
 
 
 def flag_name(option: str) -> str:
@@ -79,6 +81,15 @@ class RunOptions:
     halt_min: int = 20
     #: ``--canary N``: the first N jobs run before any other; one failing halts the run
     canary: int = 0
+    #: the ``imagebatch-policy`` tag of every image the run makes (and whose images --keep prunes)
+    policy: str = DEFAULT_POLICY
+    #: ``--keep N``: once a job's image is AVAILABLE, delete its instance's older images of the
+    #: policy beyond the newest N AVAILABLE (None: no retention; implies waiting for the image)
+    keep: int | None = None
+    #: with keep: AVAILABLE images older than this many days go too (never the newest)
+    max_age_days: float | None = None
+    #: with keep: FAILED and UNAVAILABLE images of the policy go too
+    prune_failed: bool = False
 
     def check(self, *, combined: bool = True) -> None:
         """Raise :class:`UsageError` for values no run can use.
@@ -118,10 +129,24 @@ class RunOptions:
             ),
             (self.halt_min >= 0, "--halt-min must not be negative"),
             (self.canary >= 0, "--canary must not be negative"),
+            (
+                self.keep is None or self.keep >= 1,
+                "--keep must be at least 1: the newest AVAILABLE image is never deleted",
+            ),
+            (
+                self.max_age_days is None or (math.isfinite(self.max_age_days) and self.max_age_days > 0),
+                "--max-age must be a positive number of days",
+            ),
+            (
+                not combined or self.keep is not None or (self.max_age_days is None and not self.prune_failed),
+                "--max-age and --prune-failed go with --keep",
+            ),
         ]
         for ok, message in checks:
             if not ok:
                 raise UsageError(message)
+        if (problem := policy_problem(self.policy)) is not None:
+            raise UsageError(problem)
         parse_max_stopped(self.max_stopped, 1)
         if self.halt is not None:
             parse_halt(self.halt)
@@ -169,9 +194,10 @@ def resume_options(
         effective[name] = value
         if value != before:
             if name in IDENTITY_OPTIONS:
+                kept = "its policy (its images' tag)" if name == "policy" else "its image names"
                 msg = (
                     f"{flag_name(name)} {value!r} differs from the run's {before!r}; a resumed run keeps "
-                    "its image names (start a new run with a new --out to change it)"
+                    f"{kept} (start a new run with a new --out to change it)"
                 )
                 raise RunDirectoryError(msg)
             changed.append(f"{flag_name(name)} {_show(value)} (was {_show(before)})")
@@ -181,7 +207,7 @@ def resume_options(
 def _check_stored(name: str, value: Any, default: Any) -> None:
     """A stored value must have the field's kind (run.json may have been edited by hand)."""
     if default is None or value is None:
-        ok = value is None or (isinstance(value, str | int) and not isinstance(value, bool))
+        ok = value is None or (isinstance(value, str | int | float) and not isinstance(value, bool))
     elif isinstance(default, bool):
         ok = isinstance(value, bool)
     elif isinstance(default, float):

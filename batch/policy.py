@@ -121,6 +121,9 @@ class Call(StrEnum):
     POLL = "poll"
     #: StopInstances / StartInstances for one id: :data:`POWER_TRIES` tries, a plain doubling back-off
     POWER = "power"
+    #: DeleteImages for one image (retention), each failure looked at before a resend:
+    #: ``--max-attempts`` failures, then the image is recorded as not deleted
+    DELETE = "delete"
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +266,14 @@ def decide(err: ApiError, attempts: Attempts, options: RetryOptions, *, call: Ca
         # Deterministic: few ids, and each is looked up before it is sent again.
         return Retry(min(cap, base * 2.0 ** max(0, attempts.failures - 1)))
     throttled = isinstance(err, ThrottledError)
+    if call is Call.DELETE:
+        # Any error of a batched call may be another id's (one missing id fails a call that
+        # names it): the caller looks each image up first, and asks here only for one still
+        # there. Throttled answers do not count (the caller leaves them out of ``failures``).
+        if attempts.failures >= options.max_attempts:
+            return Failed()
+        window = backoff(max(attempts.failures - 1, 0), attempts.jitter, base=base, cap=cap)
+        return Retry(max(window, attempts.server_wait))
     if call is Call.POLL:
         if throttled:
             return Retry(attempts.server_wait)  # the items' deadlines still bound the wait

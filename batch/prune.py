@@ -10,7 +10,10 @@
   so no image is ever sent twice once it is on its way; one still there is retried with
   back-off, up to ``max_attempts``, then recorded as failed with the last error.
 
-``imagebatch prune`` (:mod:`batch.prunecmd`) and ``run --keep`` share it.
+Retries and back-off are the run's one retry policy (:func:`batch.policy.decide`, ``Call.LISTING``
+for the listing, ``Call.DELETE`` for an image). ``run --keep`` lists with
+:func:`list_policy_images` and looks failed ids up with :func:`image_statuses` too; its
+deletions go through the run's batcher (:mod:`batch.pipeline.prune`).
 """
 
 from __future__ import annotations
@@ -28,13 +31,22 @@ from aiolimiter import AsyncLimiter
 from .answers import malformed
 from .client import MAX_IDS_PER_CALL, MAX_PAGE_SIZE, RequestRecord, ZecClient
 from .credentials import Credentials
-from .errors import ApiError, FatalRunError, LostAnswerError, PermanentJobError, ThrottledError, UsageError
+from .errors import ApiError, FatalRunError, LostAnswerError, ThrottledError, UsageError
 from .options import MIN_RATE
 from .ownership import POLICY_KEY, policy_problem
+from .policy import Attempts, Call, Retry, RetryOptions, decide
 from .retention import DELETING, ImageRecord, RetentionOptions
-from .scheduling import full_jitter
 
-__all__ = ["ApiCounters", "Before", "PruneSettings", "Pruner", "Resolved", "make_client"]
+__all__ = [
+    "ApiCounters",
+    "Before",
+    "PruneSettings",
+    "Pruner",
+    "Resolved",
+    "image_statuses",
+    "list_policy_images",
+    "make_client",
+]
 
 #: Awaited with a call's ``{image id: instance id}`` before its DeleteImages is sent.
 Before = Callable[[Mapping[str, str]], Awaitable[None]]
@@ -170,6 +182,67 @@ def _listed_failed(status: str | None) -> dict[str, Any]:
     return {"code": "DELETE_FAILED", "message": f"DeleteImages listed the image as failed{shown}"}
 
 
+#: What the retry policy is told about an id an answer listed as failed (no error of its own).
+LISTED_FAILED = ApiError("DELETE_FAILED", "DeleteImages listed the image as failed", action="DeleteImages")
+
+
+async def list_policy_images(client: ZecClient, policy: str) -> list[ImageRecord]:
+    """Every image with ``policy``'s tag, once: 1,000 a page, every page (one try, no retry).
+
+    Pages are offsets into a list that changes while DELETING images vanish (a prune's own,
+    after a crash): a page read after one vanished skips an image, and an instance whose images
+    were all skipped would look done. So ``totalCount`` must stay the same on every page.
+
+    Args:
+        client: an open client.
+        policy: the policy name.
+
+    Raises:
+        LostAnswerError: ``LISTING_CHANGED``, the images changed while they were listed (a retry
+            reads them all again).
+        ApiError: the listing's error.
+    """
+    action = "DescribeCustomImages"
+    # ``tags`` here is a plain array of Tag, unlike CreateImage's {"tags": [...]}.
+    tags = [{"key": POLICY_KEY, "value": policy}]
+    params: dict[str, Any] = {"pageSize": MAX_PAGE_SIZE, "tags": tags}
+    found: dict[str, ImageRecord] = {}
+    first: int | None = None
+    page = 1
+    while True:
+        answer = await client.call(action, {**params, "pageNum": page})
+        data, total = answer.data.get("dataSet") or [], answer.data.get("totalCount")
+        if not isinstance(data, list) or not isinstance(total, int):
+            raise malformed(action, f"{action} answered without a dataSet list and a totalCount", answer.status)
+        if first is None:
+            first = total
+        elif total != first:
+            msg = f"the policy's images changed while they were listed (totalCount {first}, then {total})"
+            raise LostAnswerError("LISTING_CHANGED", msg, action=action)
+        for item in data:
+            record = ImageRecord.from_api(item) if isinstance(item, dict) else None
+            if record is not None:
+                found[record.image_id] = record
+        if not data or page * MAX_PAGE_SIZE >= total:
+            return list(found.values())
+        page += 1
+
+
+async def image_statuses(client: ZecClient, image_ids: Sequence[str]) -> dict[str, str]:
+    """Each listed image's status, by id (an id absent from the answer is gone).
+
+    Args:
+        client: an open client.
+        image_ids: the images to look at (100 a call).
+    """
+    statuses: dict[str, str] = {}
+    for chunk in _chunks(image_ids):
+        async for item in client.describe_custom_images(image_ids=chunk, page_size=MAX_IDS_PER_CALL):
+            if isinstance(item.get("imageId"), str):
+                statuses[item["imageId"]] = str(item.get("imageStatus"))
+    return statuses
+
+
 class Pruner:
     """Lists a policy's images and deletes images by plan.
 
@@ -186,15 +259,24 @@ class Pruner:
         self.settings = settings
         self._sleep = sleep
         self._rng = random.Random(settings.seed)  # noqa: S311 - back-off jitter, not crypto
+        # The one retry policy's knobs: --max-attempts bounds the listing's tries and each image's.
+        self._retry = RetryOptions(
+            max_attempts=settings.max_attempts,
+            backoff_base=settings.backoff_base,
+            backoff_cap=settings.backoff_cap,
+            lookup_attempts=settings.max_attempts,
+        )
         #: retries scheduled (for the summary)
         self.retries = 0
 
-    async def _back_off(self, attempt: int, err: ApiError | None) -> None:
+    def _verdict(self, err: ApiError, failures: int, call: Call) -> Retry | None:
+        """The retry policy's answer: a :class:`Retry` (with its delay), or ``None``: give up."""
+        attempts = Attempts(failures=failures, server_wait=err.retry_after or 0.0, jitter=self._rng.random())
+        verdict = decide(err, attempts, self._retry, call=call)
+        return verdict if isinstance(verdict, Retry) else None
+
+    async def _back_off(self, delay: float) -> None:
         self.retries += 1
-        s = self.settings
-        delay = full_jitter(attempt, base=s.backoff_base, cap=s.backoff_cap, rng=self._rng)
-        if err is not None and err.retry_after is not None:
-            delay = max(delay, err.retry_after)
         await self._sleep(delay)
 
     async def list_images(self) -> list[ImageRecord]:
@@ -207,53 +289,13 @@ class Pruner:
         failures = 0
         while True:
             try:
-                return await self._list_once()
-            except (FatalRunError, PermanentJobError):
-                raise
+                return await list_policy_images(self.client, self.settings.policy)
             except ApiError as err:
                 failures += not isinstance(err, ThrottledError)
-                if failures >= self.settings.max_attempts:
+                verdict = self._verdict(err, failures, Call.LISTING)
+                if verdict is None:
                     raise
-                await self._back_off(failures, err)
-
-    async def _list_once(self) -> list[ImageRecord]:
-        # Pages are offsets into a list that changes while DELETING images vanish (this prune's
-        # own, after a crash): a page read after one vanished skips an image, and an instance
-        # whose images were all skipped would look done. So totalCount must stay the same on
-        # every page, or the whole listing is read again.
-        action = "DescribeCustomImages"
-        # ``tags`` here is a plain array of Tag, unlike CreateImage's {"tags": [...]}.
-        tags = [{"key": POLICY_KEY, "value": self.settings.policy}]
-        params: dict[str, Any] = {"pageSize": MAX_PAGE_SIZE, "tags": tags}
-        found: dict[str, ImageRecord] = {}
-        first: int | None = None
-        page = 1
-        while True:
-            answer = await self.client.call(action, {**params, "pageNum": page})
-            data, total = answer.data.get("dataSet") or [], answer.data.get("totalCount")
-            if not isinstance(data, list) or not isinstance(total, int):
-                raise malformed(action, f"{action} answered without a dataSet list and a totalCount", answer.status)
-            if first is None:
-                first = total
-            elif total != first:
-                msg = f"the policy's images changed while they were listed (totalCount {first}, then {total})"
-                raise LostAnswerError("LISTING_CHANGED", msg, action=action)
-            for item in data:
-                record = ImageRecord.from_api(item) if isinstance(item, dict) else None
-                if record is not None:
-                    found[record.image_id] = record
-            if not data or page * MAX_PAGE_SIZE >= total:
-                return list(found.values())
-            page += 1
-
-    async def _statuses(self, image_ids: Sequence[str]) -> dict[str, str]:
-        """Each listed image's status (absent: gone)."""
-        statuses: dict[str, str] = {}
-        for chunk in _chunks(image_ids):
-            async for item in self.client.describe_custom_images(image_ids=chunk, page_size=MAX_IDS_PER_CALL):
-                if isinstance(item.get("imageId"), str):
-                    statuses[item["imageId"]] = str(item.get("imageStatus"))
-        return statuses
+                await self._back_off(verdict.delay)
 
     async def delete(self, deletions: Sequence[tuple[str, str]], *, before_send: Before, resolved: Resolved) -> None:
         """Delete ``(image id, instance id)`` pairs; tell ``resolved`` about each as it ends.
@@ -273,7 +315,6 @@ class Pruner:
         check: list[str] = []
         failures: Counter[str] = Counter()
         last_error: dict[str, Mapping[str, Any]] = {}
-        rounds = 0
         hint: ApiError | None = None  # the last error of a round: its Retry-After, if any, is honoured
         while send or check:
             if check:
@@ -299,8 +340,11 @@ class Pruner:
                     check.append(image_id)
             send = []
             if check:
-                await self._back_off(rounds, hint)
-                rounds, hint = rounds + 1, None
+                # Wait as the retry policy says for the most-failed image before looking again.
+                worst = max(failures[i] for i in check)
+                verdict = self._verdict(hint or LISTED_FAILED, worst, Call.DELETE)
+                await self._back_off(verdict.delay if verdict is not None else 0.0)
+                hint = None
 
     async def _check(
         self,
@@ -311,28 +355,32 @@ class Pruner:
         resolved: Resolved,
     ) -> list[str]:
         """Look at images whose delete failed; resolve the gone, DELETING and given-up ones; return the rest."""
-        limit = self.settings.max_attempts
         try:
-            statuses = await self._statuses(image_ids)
+            statuses = await image_statuses(self.client, image_ids)
         except FatalRunError:
             raise
         except ApiError as err:
             again = []
+            delay = 0.0
             for image_id in image_ids:
                 failures[image_id] += 1
-                if failures[image_id] >= limit:
+                verdict = self._verdict(err, failures[image_id], Call.DELETE)
+                if verdict is None:
                     resolved(image_id, owner[image_id], {**err.to_record(), "lastDeleteError": last_error[image_id]})
                 else:
                     again.append(image_id)
+                    delay = max(delay, verdict.delay)
+            if not again:
+                return []
             # The look-up failed: nothing is resent before a look-up succeeds.
-            await self._back_off(min(failures[i] for i in image_ids), err)
-            return await self._check(again, owner, failures, last_error, resolved) if again else []
+            await self._back_off(delay)
+            return await self._check(again, owner, failures, last_error, resolved)
         resend = []
         for image_id in image_ids:
             status = statuses.get(image_id)
             if status is None or status == DELETING:
                 resolved(image_id, owner[image_id], None)
-            elif failures[image_id] >= limit:
+            elif self._verdict(LISTED_FAILED, failures[image_id], Call.DELETE) is None:
                 error = last_error[image_id]
                 if error.get("code") == "DELETE_FAILED":
                     error = _listed_failed(status)  # now with the status it is stuck in

@@ -49,6 +49,7 @@ def exit_code_for(
     by_status: Mapping[str, int],
     left_stopped: bool = False,
     halted: bool = False,
+    not_deleted: int = 0,
 ) -> int:
     """The exit code of a process: its signal, a fatal stop, then how the jobs ended.
 
@@ -58,6 +59,8 @@ def exit_code_for(
         by_status: jobs by their latest status, over the whole run.
         left_stopped: an instance the run stopped is not RUNNING again (overrides 0, 1, 3 and 4).
         halted: ``--halt`` or ``--canary`` halted the run.
+        not_deleted: ``--keep``: old images the run chose to delete and could not (1, as a
+            failed job: the quota fills up if nobody looks).
     """
     if stopped_by in _SIGNAL_EXITS:
         return _SIGNAL_EXITS[stopped_by]
@@ -68,7 +71,7 @@ def exit_code_for(
     if halted:
         return EXIT_HALTED
     failed = by_status.get(Status.FAILED.value, 0) + by_status.get(Status.UNKNOWN.value, 0)
-    return EXIT_FAILED if failed else EXIT_OK
+    return EXIT_FAILED if failed or not_deleted else EXIT_OK
 
 
 def segment_record(
@@ -123,6 +126,7 @@ def build_summary(
     exit_code: int,
     throttle_decreases: int = 0,
     power: Mapping[str, Any] | None = None,
+    images: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """The run's ``summary.json``.
 
@@ -139,6 +143,8 @@ def build_summary(
         throttle_decreases: times this process slowed down for 429s.
         power: with ``--stop-running``: instances stopped, started, peak stopped at once,
             downtime, ``instancesLeftStopped``.
+        images: with ``--keep``: old images ``deleted``, images ``kept`` and images
+            ``failedToDelete``, over the final results of the whole run.
     """
     ended = sum(by_status.get(s.value, 0) for s in Status if s.final)
     calls: Counter[str] = Counter()
@@ -168,4 +174,5 @@ def build_summary(
         "stopCause": None if stop_cause is None else {**stop_cause.to_record(), "action": stop_cause.action},
         "exitCode": exit_code,
         **({"power": dict(power)} if power is not None else {}),
+        **({"images": dict(images)} if images is not None else {}),
     }

@@ -255,14 +255,20 @@ async def test_listing_failure_after_retries_is_fatal(tmp_path: Path, make_fake:
 
 
 async def test_tags_and_resource_group_are_sent(tmp_path: Path, make_fake: FakeFactory) -> None:
-    """Row tags and resource group reach the API."""
+    """Row tags and resource group reach the API, the four ownership tags after the row's."""
     fake = await make_fake(instances("i-0"))
     (tmp_path / "jobs.csv").write_text("instanceId,imageName,resourceGroupId,tags\ni-0,gold-1,rg-9,env=prod;team=web\n")
     outcome, _ = await run_jobs(tmp_path, fake, [])
     assert outcome.exit_code == 0
     image = next(iter(fake.cloud.images.values()))
     assert (image.image_name, image.resource_group_id) == ("gold-1", "rg-9")
-    assert image.tags == [{"key": "env", "value": "prod"}, {"key": "team", "value": "web"}]
+    assert image.tags[:2] == [{"key": "env", "value": "prod"}, {"key": "team", "value": "web"}]
+    assert [t["key"] for t in image.tags[2:]] == [
+        "imagebatch-policy",
+        "imagebatch-instance",
+        "imagebatch-created",
+        "imagebatch-run",
+    ]
 
 
 @pytest.mark.timeout(300)

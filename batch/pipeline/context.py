@@ -24,6 +24,7 @@ from ..tracking import StatePoller
 
 if TYPE_CHECKING:
     from .power import Lifecycle
+    from .prune import Keeper
 
 __all__ = ["CURRENT_JOB", "Context"]
 
@@ -63,6 +64,10 @@ class Context:
     existing: dict[str, tuple[str, str]] = field(default_factory=dict)
     #: ``--stop-running``: the power steps (None: a plain run)
     life: Lifecycle | None = None
+    #: ``--keep``: the policy's listing and the DeleteImages batcher (None: no retention)
+    keep: Keeper | None = None
+    #: the run's id: every image's ``imagebatch-run`` tag (the engine sets the header's)
+    run_id: str = "unknown"
     #: the instances this run stopped (in every process) and has not seen RUNNING again
     ledger: PowerLedger | None = None
     #: look-ups by name can no longer be sent (one failed fatally)

@@ -11,9 +11,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from ..errors import ApiError, InstanceBusyError, ThrottledError
 from ..events import RETRY_SCHEDULED
 from ..models import Status
+from ..ownership import ownership_tags
 from ..plan import name_taken
 from ..policy import (
     OUTCOME_UNKNOWN,
@@ -42,6 +45,7 @@ __all__ = [
     "end_not_found",
     "end_unknown",
     "first_look",
+    "image_tags",
     "look_up",
     "lookup_verdict",
 ]
@@ -101,12 +105,25 @@ async def create_step(ctx: Context, st: JobState) -> o.Outcome:
         if not st.intent_written:
             await ctx.writer.intent(job)
             st.intent_written = True
+        st.image_tags = image_tags(ctx, st)
         created = await ctx.client.create_image(
-            job.instance_id, job.image_name, resource_group_id=job.resource_group_id, tags=job.tags
+            job.instance_id, job.image_name, resource_group_id=job.resource_group_id, tags=st.image_tags
         )
     except ApiError as err:
         return create_failed(ctx, st, err)
     return image_made(ctx, st, created.image_id, "CREATING")
+
+
+def image_tags(ctx: Context, st: JobState) -> tuple[tuple[str, str], ...]:
+    """The tags of the job's CreateImage: its own, then the four ownership tags (policy, instance,
+    this moment in UTC, run), which retention goes by.
+
+    Args:
+        ctx: the run.
+        st: the job.
+    """
+    created = datetime.fromtimestamp(ctx.clock.wall(), UTC)
+    return (*st.job.tags, *ownership_tags(ctx.options.policy, st.job.instance_id, created, ctx.run_id))
 
 
 async def _find_by_name(ctx: Context, name: str, *, request_timeout: float | None) -> tuple[str, str] | None:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import ApiError
 from ..models import Job
 from ..power import RUNNING, STOPPED, PowerLedger
+from ..retention import ImageRecord
 from .outcome import End, Step
 
-__all__ = ["JobState", "PowerFacts"]
+__all__ = ["JobState", "PowerFacts", "PruneFacts"]
 
 
 @dataclass(slots=True)
@@ -73,6 +76,46 @@ class PowerFacts:
 
 
 @dataclass(slots=True)
+class PruneFacts:
+    """``--keep``: the job's prune, from its new image AVAILABLE to its last deletion's end.
+
+    Args:
+        image: the new image, as the retention rules see it.
+    """
+
+    image: ImageRecord
+    #: how the job ends once its prune is done (set when the job would end: the prune comes first)
+    ending: End | None = None
+    #: the rules were asked (KeepBook.choose): ``send`` holds what they chose
+    planned: bool = False
+    #: ids to send (DeleteImages, batched with other jobs')
+    send: list[str] = field(default_factory=list)
+    #: ids whose DeleteImages failed or was not answered: looked up before any resend
+    check: list[str] = field(default_factory=list)
+    #: ids in a batched call that has not answered yet
+    out: int = 0
+    #: ids deleted (accepted, or found gone or DELETING), by this process or an earlier one
+    pruned: list[str] = field(default_factory=list)
+    #: ids the policy's images keep (the new one included)
+    kept: list[str] = field(default_factory=list)
+    #: ids given up on, with their last error's record
+    errors: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: failed tries per id (throttled ones aside), for the retry policy
+    failures: Counter[str] = field(default_factory=Counter)
+    #: each failed id's last error (a listed failure has none of its own)
+    last_error: dict[str, ApiError] = field(default_factory=dict)
+    #: the prune ran to its end (the job's result carries what it did)
+    finished: bool = False
+
+    def record(self) -> dict[str, Any]:
+        """The result line's prune fields."""
+        out: dict[str, Any] = {"prunedImageIds": list(self.pruned), "keptImageIds": list(self.kept)}
+        if self.errors:
+            out["pruneErrors"] = [{"imageId": i, **e} for i, e in self.errors.items()]
+        return out
+
+
+@dataclass(slots=True)
 class JobState:
     """A job in flight: its step and what its steps need to remember."""
 
@@ -106,6 +149,10 @@ class JobState:
     awaited_image: tuple[str, str | None] | None = None
     #: ``--stop-running``: what the run does to the job's instance (None: a plain run)
     power: PowerFacts | None = None
+    #: the tags of the job's last CreateImage (the job's own and the four ownership tags)
+    image_tags: tuple[tuple[str, str], ...] = ()
+    #: ``--keep``: the job's prune, once its image is AVAILABLE (None: nothing to prune)
+    prune: PruneFacts | None = None
 
     def note_request(self, request_id: str | None) -> None:
         """Keep a failed call's request id for the job's result (once)."""

@@ -28,10 +28,10 @@ class Step(StrEnum):
     """The steps of a job, in order.
 
     ``check`` first applies the name rule (an image by the job's name ends it), then, with
-    ``--stop-running``, looks the instance's state up. Two slots are kept for what comes next:
-    a halt check before a job's first call goes at the top of the check step
-    (:func:`batch.pipeline.create.first_look`), and a ``prune`` step goes after the image is
-    AVAILABLE (:func:`batch.pipeline.wait.image_done`), before ``start``.
+    ``--stop-running``, looks the instance's state up. A halt check before a job's first call
+    goes at the top of the check step (:func:`batch.pipeline.create.first_look`). ``prune``
+    (``--keep``) comes last: once the image is AVAILABLE, a job that would end deletes its
+    instance's older images first (after ``start``, for an instance this run stopped).
     """
 
     CHECK = "check"
@@ -39,6 +39,7 @@ class Step(StrEnum):
     CREATE = "create"
     WAIT = "wait"
     START = "start"
+    PRUNE = "prune"
 
 
 @dataclass(frozen=True, slots=True)

@@ -303,7 +303,8 @@ class Lifecycle:
         assert power.image is not None
         image_id, _, reason = power.image
         if r.outcome is Outcome.REACHED:
-            # (Issue 10's prune step, for a job whose instance is started again, comes in here.)
+            # With --keep the prune comes after the start: the worker loop diverts this ending to
+            # the prune step once the instance is RUNNING again (downtime is not spent deleting).
             power.pending_end = o.End(Status.SUCCEEDED, image_id=image_id, image_status=r.state, reason=reason)
         else:
             code = {Outcome.FAILED: "IMAGE_FAILED", Outcome.MISSING: "IMAGE_NOT_FOUND"}.get(r.outcome, "WAIT_TIMEOUT")

@@ -6,8 +6,8 @@
   to be AVAILABLE (or FAILED, gone, out of time).
 * Otherwise the job ends as soon as CreateImage answered.
 
-The ``prune`` step (issue 10) goes in :func:`image_done`: the image is AVAILABLE (or, without
-``--wait``, made), and the job's instance has not yet been started again.
+With ``--keep`` (which implies ``--wait``), a job that ends here with an AVAILABLE image goes to
+the ``prune`` step first (:func:`batch.pipeline.prune.divert`, asked by the worker loop).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def image_made(ctx: Context, st: JobState, image_id: str, image_status: str, rea
 
 
 def image_done(st: JobState, image_id: str, image_status: str | None, reason: str | None) -> o.Outcome:
-    """The image is done: the job succeeded. (Issue 10's ``prune`` step comes in here.)
+    """The image is done: the job succeeded (with ``--keep``, the worker loop prunes first).
 
     Args:
         st: the job.
@@ -59,7 +59,7 @@ def image_done(st: JobState, image_id: str, image_status: str | None, reason: st
         image_status: its status.
         reason: a note for the result.
     """
-    del st  # the prune step will need the job; the plain ending does not
+    del st  # the ending alone says what the prune needs (an AVAILABLE image)
     return o.End(Status.SUCCEEDED, image_id=image_id, image_status=image_status, reason=reason)
 
 

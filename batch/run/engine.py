@@ -15,6 +15,8 @@ import random
 import signal
 import uuid
 from collections.abc import Callable, Collection, Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,7 @@ from ..summary import build_summary, exit_code_for, segment_record
 from ..tracking import StatePoller
 from .calls import CallWatch
 from .halting import Halting
+from .keeping import start_keeping
 from .listing import list_existing
 from .progress import Phase, Progress, RunOutcome, snapshot
 from .refusal import restore_before_refusal
@@ -142,11 +145,14 @@ class Run:
             explicit=self.explicit,
             endpoint=self.endpoint or DEFAULT_ENDPOINT,
             notice=self.notice,
+            now=lambda: datetime.fromtimestamp(self.clock.wall(), UTC),  # the run's date: its clock's
         )
         # No endpoint given (flag or ZENLAYER_ENDPOINT): a resumed run talks to the API it started with.
         self.endpoint = self.endpoint or prepared.header.endpoint or DEFAULT_ENDPOINT
         parse_endpoint(self.endpoint)
         self.options = prepared.options
+        if self.options.keep is not None and not self.options.wait:
+            self.options = replace(self.options, wait=True)  # --keep prunes once the image is AVAILABLE
         self.total_jobs = prepared.validation.jobs
         self._validation = prepared.validation
         for warning in prepared.validation.warnings:
@@ -180,6 +186,7 @@ class Run:
         )
         if self.options.halt is not None or self.options.canary:
             self._halt = Halting.of(self.options, prepared.by_status, self._halt_now)
+        self._run_id = prepared.header.run_id
         return prepared.jobs, prepared.header, jobs
 
     def _halt_now(self, reason: str) -> None:
@@ -307,7 +314,12 @@ class Run:
         left = bool(self._left_stopped) and not self.options.leave_stopped
         halted = self.stopped_by is not None and self.stopped_by.startswith("halt:")
         return exit_code_for(
-            stopped_by=self.stopped_by, fatal=fatal, by_status=self.tally.by_status, left_stopped=left, halted=halted
+            stopped_by=self.stopped_by,
+            fatal=fatal,
+            by_status=self.tally.by_status,
+            left_stopped=left,
+            halted=halted,
+            not_deleted=self.tally.images["failedToDelete"],
         )
 
     def _segment(self, exit_code: int | None = None) -> dict[str, Any]:
@@ -339,6 +351,7 @@ class Run:
             exit_code=exit_code,
             throttle_decreases=meter.throttle.decreases if meter is not None else 0,
             power=power_summary(self._ledger, self._cap, segments, leave_stopped=self.options.leave_stopped),
+            images=self.tally.image_totals() if self.options.keep is not None else None,
         )
 
     # ----- the run ---------------------------------------------------------------------------
@@ -382,6 +395,7 @@ class Run:
             stop_run=self.stop_fatal,
             stopping=lambda: self.dispatcher.stopped,
             ledger=self._ledger,
+            run_id=self._run_id,
         )
 
     async def _execute(self) -> RunOutcome:
@@ -462,6 +476,9 @@ class Run:
                     try:
                         await list_existing(client, ctx, self._validation, self.phase)
                         self._listed = True
+                        ctx.keep = await start_keeping(
+                            client, ctx, self.directory, self.tally, self.phase, resumed=self.resumed
+                        )
                     except ApiError as err:
                         self.fatal = ctx.fatal = err
                         self.stopped_by = f"fatal:{err.code}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,9 @@ class Tally:
     #: results by status and by error code, over the whole run (earlier processes included)
     by_status: Counter[str] = field(default_factory=Counter)
     error_codes: Counter[str] = field(default_factory=Counter)
+    #: ``--keep``: images deleted, kept and failed to delete, over the final results of the
+    #: whole run (a job's final line lists what earlier processes deleted for it too)
+    images: Counter[str] = field(default_factory=Counter)
 
     def count_result(self, status: Status, error: ApiError | None) -> None:
         """Count one result.
@@ -37,6 +41,20 @@ class Tally:
         self.by_status[status.value] += 1
         if error is not None:
             self.error_codes[error.code] += 1
+
+    def count_images(self, record: Mapping[str, Any]) -> None:
+        """Count a final result line's pruned, kept and not-deleted images (``--keep``).
+
+        Args:
+            record: the result line.
+        """
+        self.images["deleted"] += len(record.get("prunedImageIds") or ())
+        self.images["kept"] += len(record.get("keptImageIds") or ())
+        self.images["failedToDelete"] += len(record.get("pruneErrors") or ())
+
+    def image_totals(self) -> dict[str, int]:
+        """``summary.json``'s ``images``: deleted, kept and failed to delete."""
+        return {k: self.images[k] for k in ("deleted", "kept", "failedToDelete")}
 
 
 def power_segment(ledger: PowerLedger, cap: DownCap | None) -> dict[str, Any] | None:

@@ -27,10 +27,11 @@ from ..pipeline import outcome as o
 from ..pipeline.context import CURRENT_JOB, Context
 from ..pipeline.create import create_step, first_look
 from ..pipeline.job import JobState
+from ..pipeline.prune import close_ending, divert, on_deleted, prune_fields, prune_step, release
 from ..pipeline.wait import on_image, release_awaited
 from ..policy import lookups_possible_after
 from ..scheduling import Dispatcher
-from ..tracking import Resolution
+from ..tracking import BatchResult, Resolution
 from .resume import end_never_started
 from .settle import end_waiting, settle_one
 from .tally import Tally
@@ -126,6 +127,8 @@ class Pool:
         if st.step is o.Step.START:
             assert life is not None
             return await life.step(st)
+        if st.step is o.Step.PRUNE:
+            return await prune_step(ctx, st)
         return await create_step(ctx, st)
 
     def apply(self, st: JobState, outcome: o.Outcome) -> None:
@@ -149,6 +152,12 @@ class Pool:
                 # The instance this run stopped comes first: start it, then end the job as planned.
                 self.apply(st, life.divert_to_start(st, outcome))
                 return
+            if self.ctx.keep is not None and not self.dispatcher.stopped:
+                # --keep: an AVAILABLE image's job prunes before it ends (after its start, above).
+                pruning = divert(self.ctx, st, outcome)
+                if pruning is not None:
+                    self.apply(st, pruning)
+                    return
             self.close(st, outcome)
             self.dispatcher.done()
         # Await, Join: the job stays in flight until its delivery
@@ -164,6 +173,16 @@ class Pool:
             self.apply(st, on_image(self.ctx, st, r))
         elif self.ctx.life is not None:
             self.ctx.life.on_state(r)
+
+    def on_deleted(self, r: BatchResult[JobState]) -> None:
+        """A DeleteImages call answered for one of a job's images: move the job on once all have.
+
+        Args:
+            r: the call's answer for the image.
+        """
+        outcome = on_deleted(self.ctx, r.token, r)
+        if outcome is not None:
+            self.apply(r.token, outcome)
 
     # ----- how a job ends --------------------------------------------------------------------
 
@@ -182,6 +201,8 @@ class Pool:
         now = self.ctx.clock.wall()
         if life is not None:
             life.ended(st)
+        if self.ctx.keep is not None:
+            end = close_ending(self.ctx, st, end)
         error = end.error
         result = JobResult(
             instance_id=st.job.instance_id,
@@ -198,7 +219,12 @@ class Pool:
             line=st.job.line,
             power=st.power.record() if st.power is not None else None,
         )
-        self.ctx.writer.result(result)
+        record = result.to_record()
+        if self.ctx.keep is not None:
+            record.update(prune_fields(st))
+            if end.status.final:
+                self.tally.count_images(record)
+        self.ctx.writer.result_record(record)
         self.tally.count_result(end.status, error)
         if self.on_closed is not None:
             self.on_closed(st, end.status)
@@ -239,7 +265,12 @@ class Pool:
 
     def release_parked(self) -> None:
         """The run stops: end the jobs parked in the power steps (``interrupted``, or as their
-        image said when only the start was left; the final restore starts their instances)."""
+        image said when only the start was left; the final restore starts their instances), and
+        those whose deletions were not sent yet (``interrupted``: --resume prunes)."""
+        if self.ctx.keep is not None:
+            for st, end in release(self.ctx):
+                self.close(st, end)
+                self.dispatcher.done()
         life = self.ctx.life
         if life is None:
             return
@@ -296,6 +327,8 @@ class Pool:
             tg.start_soon(partial(ctx.poller.run, self.on_state, on_fatal=ctx.stop_run))
             if ctx.life is not None:
                 tg.start_soon(ctx.life.run)
+            if ctx.keep is not None:
+                tg.start_soon(ctx.keep.deleter.run, self.on_deleted)
             while not self.idle():
                 if self.dispatcher.stopped:
                     self.release_parked()

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..models import Job
 from ..naming import NameTemplate, image_name_problem
-from ..ownership import reserved_tag_problem
+from ..ownership import INSTANCE_KEY, TAG_MAX, reserved_tag_problem
 from ..text import clip
 from .common import ALL_COLUMNS, FAKE_COLUMNS, INSTANCE_ID_RE, NOT_OBJECT, Located, Row, did_you_mean
 
@@ -53,6 +53,12 @@ class RowChecker(Located):
         if instance_id and not INSTANCE_ID_RE.fullmatch(instance_id):
             problems.append(f"{self._where(line, 'instanceId')}: {clip(instance_id)} is not an instance id")
             instance_id = ""
+        elif instance_id and len(instance_id) > TAG_MAX:
+            # Every image the run makes carries the instance id as its imagebatch-instance tag.
+            problems.append(
+                f"{self._where(line, 'instanceId')}: {clip(instance_id)} is {len(instance_id)} characters; "
+                f"the image's {INSTANCE_KEY} tag takes 1-{TAG_MAX}"
+            )
         group = self._string(fields, "resourceGroupId", line, problems) or None
         tags = self._tags(fields, line, problems)
         name = self._string(fields, "imageName", line, problems)
