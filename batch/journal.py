@@ -14,8 +14,12 @@ Files in a run directory:
 * ``.lock``: held with ``flock`` while a process runs there; the kernel drops it when the
   process dies, so a killed run never blocks its resume.
 
-Durability is grouped: a writer task takes every record queued since its last ``fsync``,
-writes them with one ``write`` and syncs once, so many jobs share the cost of one fsync.
+Durability is grouped: a writer task takes every record queued since its last write and
+writes them with one ``write``. A group holding an intent (or a stop) is synced before its
+waiters go on; results and checkpoints, which nobody waits for, are written at once (so a
+``kill -9`` keeps them) and synced with the next group that must be, or ``sync_interval``
+after they were written, whichever is first. A result lost with the machine's page cache
+costs its job a look-up by name on resume, never a second image: its intent is durable.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import fcntl
 import json
 import os
 import re
+import time
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -295,49 +300,64 @@ class JournalWriter:
 
     Args:
         directory: the (locked) run directory.
-        result_delay: longest time a result waits for company before its group is synced.
+        result_delay: longest time a result waits for company before its group is written.
+        sync_interval: longest time written records wait for an fsync when no intent or stop
+            calls for one (nothing new written: no fsync at all).
         before_write: called before each group is written (the run flushes its event log there,
             so every event logged before a record is on disk when the record is).
     """
 
     def __init__(
-        self, directory: RunDirectory, *, result_delay: float = 0.02, before_write: Callable[[], None] | None = None
+        self,
+        directory: RunDirectory,
+        *,
+        result_delay: float = 0.05,
+        sync_interval: float = 1.0,
+        before_write: Callable[[], None] | None = None,
     ) -> None:
         self.result_delay = result_delay
+        self.sync_interval = sync_interval
         self._before_write = before_write
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
         self._journal_fd = os.open(directory.file(JOURNAL_FILE), flags, 0o644)
         self._results_fd = os.open(directory.file(RESULTS_FILE), flags, 0o644)
         self._pending: list[tuple[bytes, bytes]] = []
         self._batch_done = anyio.Event()
+        # Set when the writer has something to do now: the first record of a group, an urgent
+        # one, or close. Later results of a group do not wake it: it collects them after its
+        # linger (one wake-up per group, not per result).
         self._wakeup = anyio.Event()
         self._closing = False
         self._closed = anyio.Event()
         self._urgent = False
         self._fds_open = True
+        #: when written records not yet synced were first written (None: all synced)
+        self._unsynced_since: float | None = None
         self.syncs = 0
+        self.writes = 0
         self.records = 0
         #: called before each group is written; its record (the run's counters) joins the group
         self.checkpoint: Callable[[], dict[str, Any]] | None = None
 
-    def _submit(self, journal: bytes, result: bytes = b"") -> anyio.Event:
+    def _submit(self, journal: bytes, result: bytes = b"", *, urgent: bool = False) -> anyio.Event:
+        if urgent:
+            self._urgent = True
+        if urgent or not self._pending:
+            self._wakeup.set()
         self._pending.append((journal, result))
-        self._wakeup.set()
         return self._batch_done
 
     async def intent(self, *jobs: Job) -> None:
         """Record that CreateImage may be sent for ``jobs``; returns when that is durable."""
         records = b"".join(_intent_record(job) for job in jobs)
-        self._urgent = True
-        await self._submit(records).wait()
+        await self._submit(records, urgent=True).wait()
 
     async def stopping(self, instance_id: str) -> None:
         """Record that StopInstances may be sent for an instance; returns when that is durable.
 
         From then on, until :meth:`started`, ``--resume`` starts the instance before anything else.
         """
-        self._urgent = True
-        await self._submit(encode_record({"type": "stop", "instanceId": instance_id})).wait()
+        await self._submit(encode_record({"type": "stop", "instanceId": instance_id}), urgent=True).wait()
 
     def started(self, instance_id: str) -> None:
         """Queue the record that an instance this run stopped is RUNNING again."""
@@ -353,7 +373,7 @@ class JournalWriter:
         await self._submit(encode_record({"type": "delete", "images": dict(images)})).wait()
 
     def result(self, result: JobResult) -> None:
-        """Queue a job's final result (durable at the next group sync)."""
+        """Queue a job's final result (written within ``result_delay``, synced within ``sync_interval``)."""
         self.result_record(result.to_record())
 
     def result_record(self, record: Mapping[str, Any]) -> None:
@@ -380,24 +400,38 @@ class JournalWriter:
         # and synced when the writer closes.
         os.fdatasync(self._journal_fd)
 
+    async def _sleep_until_woken(self, seconds: float | None) -> None:
+        """Wait for :attr:`_wakeup` (at most ``seconds``), then re-arm it."""
+        if not self._wakeup.is_set():
+            with anyio.move_on_after(seconds):
+                await self._wakeup.wait()
+        if self._wakeup.is_set():
+            self._wakeup = anyio.Event()
+
     async def run(self) -> None:
-        """The writer loop: write each group of records, fsync once, wake its waiters."""
+        """The writer loop: write each group of records; fsync when a waiter or the interval asks."""
         try:
             while True:
                 if not self._pending:
                     if self._closing:
+                        if self._unsynced_since is not None:
+                            await self._sync_now()
                         return
-                    await self._wakeup.wait()
-                    self._wakeup = anyio.Event()
+                    timeout = None
+                    if self._unsynced_since is not None:
+                        timeout = max(0.0, self._unsynced_since + self.sync_interval - time.monotonic())
+                        if timeout == 0:
+                            await self._sync_now()  # written a while ago and nothing came since
+                            continue
+                    await self._sleep_until_woken(timeout)
                     continue
                 if not self._urgent and not self._closing:
-                    # Only results are queued and nobody waits on them: let more gather so
-                    # one fsync covers many (they are durable within this delay).
-                    with anyio.move_on_after(self.result_delay):
-                        while not self._urgent and not self._closing:
-                            await self._wakeup.wait()
-                            self._wakeup = anyio.Event()
-                self._urgent = False
+                    # Only results are queued and nobody waits on them: let more gather so one
+                    # write covers many. Re-armed first: the set that started this group is used.
+                    if self._wakeup.is_set():
+                        self._wakeup = anyio.Event()
+                    await self._sleep_until_woken(self.result_delay)
+                urgent, self._urgent = self._urgent, False
                 batch, done = self._pending, self._batch_done
                 self._pending, self._batch_done = [], anyio.Event()
                 if self._before_write is not None:
@@ -406,13 +440,23 @@ class JournalWriter:
                 results = b"".join(r for _, r in batch)
                 if results:
                     _write_all(self._results_fd, results)
-                # fsync in a thread: the loop keeps queueing the next group meanwhile.
-                await anyio.to_thread.run_sync(self._sync)
-                self.syncs += 1
+                self.writes += 1
                 self.records += len(batch)
+                now = time.monotonic()
+                if self._unsynced_since is None:
+                    self._unsynced_since = now
+                if urgent or self._closing or now - self._unsynced_since >= self.sync_interval:
+                    await self._sync_now()
                 done.set()
         finally:
             self._closed.set()
+
+    async def _sync_now(self) -> None:
+        self._unsynced_since = None
+        # fsync in a thread: the loop keeps queueing the next group meanwhile. Records written
+        # while it runs are then synced by the next group, or the interval after them.
+        await anyio.to_thread.run_sync(self._sync)
+        self.syncs += 1
 
     async def close(self) -> None:
         """Flush what is queued, stop :meth:`run`, close the files."""

@@ -1,5 +1,8 @@
 """Baseline: the practical limit. A bare aiohttp loop that sends the same signed CreateImage
 requests at the same concurrency, with no validation, journal, logging or retries.
+
+``--rate R`` paces it as a user would write it: each request waits for its own send time,
+``1 / R`` seconds after the previous one's (one timer per request).
 """
 
 from __future__ import annotations
@@ -16,17 +19,31 @@ import aiohttp
 from batch.signing import ALGORITHM, sign
 
 
-async def run(ids: list[str], endpoint: str, concurrency: int) -> dict[str, int]:
+async def run(ids: list[str], endpoint: str, concurrency: int, rate: float | None = None) -> dict[str, int]:
     host = endpoint.removeprefix("http://")
     url = f"{endpoint}/api/v2/zec"
     day = time.strftime("%Y%m%d", time.gmtime())
     queue = iter(ids)
     counts = {"succeeded": 0, "failed": 0}
+    loop = asyncio.get_running_loop()
+    next_send = loop.time()
+
+    async def pace() -> None:
+        nonlocal next_send
+        if rate is None:
+            return
+        now = loop.time()
+        at = max(now, next_send)
+        next_send = at + 1 / rate
+        if at > now:
+            await asyncio.sleep(at - now)
+
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
 
         async def worker() -> None:
             for instance_id in queue:
+                await pace()
                 body = json.dumps(
                     {"instanceId": instance_id, "imageName": f"{instance_id}-{day}"}, separators=(",", ":")
                 ).encode()
@@ -62,10 +79,11 @@ def main() -> None:
     parser.add_argument("job_list", type=Path)
     parser.add_argument("--endpoint", required=True)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--rate", type=float, help="requests per second (default: as fast as it goes)")
     args = parser.parse_args()
     with args.job_list.open() as handle:
         ids = [row["instanceId"] for row in csv.DictReader(handle)]
-    print(json.dumps(asyncio.run(run(ids, args.endpoint, args.concurrency))))
+    print(json.dumps(asyncio.run(run(ids, args.endpoint, args.concurrency, args.rate))))
 
 
 if __name__ == "__main__":
