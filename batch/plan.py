@@ -13,11 +13,14 @@ import statistics
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from .client import RequestRecord, ZecClient
 from .forecast import Durations, Forecast, PlanCounts, forecast
+from .keep import KeepBook, KeepRule, new_image_record
 from .models import Job
+from .ownership import ownership_tags
 from .tracking.states import FAILING_INSTANCE_STATES
 
 __all__ = [
@@ -44,6 +47,8 @@ STOP_CREATE = "stop, create"  # --stop-running --leave-stopped
 SKIP = "skip"  # an image by its name exists
 WAIT = "wait, then decide"  # a transitional state: the run waits for it to settle
 FAIL = "fail"
+#: the actions that make an image (after which --keep prunes)
+_MAKES_IMAGE = frozenset({CREATE, CYCLE, STOP_CREATE, WAIT})
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +220,7 @@ async def gather_plan(
     stop_running: bool,
     leave_stopped: bool,
     calls: _Calls | None = None,
+    keep: KeepRule | None = None,
 ) -> Plan:
     """Read what the run would read first, and decide each job as the run would.
 
@@ -227,6 +233,9 @@ async def gather_plan(
         stop_running: ``--stop-running``.
         leave_stopped: ``--leave-stopped``.
         calls: the observer the client reports to.
+        keep: ``--keep`` and its policy: list the policy's images once, and say which each job's
+            prune would delete (the run's own choice, :meth:`KeepBook.choose`, with the new image
+            as the newest).
     """
     names = {job.image_name for job in jobs}
     existing: dict[str, tuple[str, str]] = {}
@@ -246,10 +255,37 @@ async def gather_plan(
             state, existing.get(job.image_name), stop_running=stop_running, leave_stopped=leave_stopped
         )
         plan.jobs.append((job, state, verdict))
+    if keep is not None:
+        plan.deletions = await _deletions(client, plan, keep)
     if calls is not None:
         plan.calls = calls.calls
         plan.latency = statistics.median(calls.elapsed) if calls.elapsed else 0.0
     return plan
+
+
+async def _deletions(client: ZecClient, plan: Plan, keep: KeepRule) -> list[dict[str, Any]]:
+    """What retention would delete: each job that makes an image prunes as the run would."""
+    from .prune import list_policy_images  # the run's own listing of the policy
+
+    book = KeepBook(keep, await list_policy_images(client, keep.policy))
+    now = datetime.now(UTC)
+    deletions: list[dict[str, Any]] = []
+    for job, _state, verdict in plan.jobs:
+        if verdict.action not in _MAKES_IMAGE:
+            continue
+        tags = ownership_tags(keep.policy, job.instance_id, now, "plan")
+        choice = book.choose(job.instance_id, new_image_record("(new)", job.image_name, tags), now)
+        for image_id in choice.delete:
+            listed = book.listed(image_id)
+            deletions.append(
+                {
+                    "instanceId": job.instance_id,
+                    "imageId": image_id,
+                    "imageName": listed.name if listed is not None else None,
+                    "imageStatus": listed.status if listed is not None else None,
+                }
+            )
+    return deletions
 
 
 def predict(

@@ -23,6 +23,7 @@ from .credentials import DEFAULT_ENDPOINT, Credentials, resolve_credentials
 from .errors import ApiError, AuthenticationError, JobListError, UsageError
 from .forecast import Durations
 from .header import new_run_id
+from .keep import KeepRule
 from .models import Job
 from .options import RunOptions, parse_max_stopped
 from .output import add_output_option, print_json
@@ -92,7 +93,7 @@ def main(args: argparse.Namespace, options: RunOptions) -> int:
         concurrency=options.concurrency,
         max_stopped=parse_max_stopped(options.max_stopped, len(plan.jobs)),
         poll_interval=options.poll_interval,
-        wait=options.wait,
+        wait=options.wait or options.keep is not None,
         durations=Durations(args.assume_stop_seconds, args.assume_image_seconds, args.assume_boot_seconds),
     )
     code = EXIT_WOULD_FAIL if plan.failing or plan.over_quota() else EXIT_OK
@@ -132,8 +133,16 @@ async def _gather(
     ) as client:
         if jobs is None:
             jobs = await _selected_jobs(client, selectors, options.name_template)
+        keep = None
+        if options.keep is not None:
+            keep = KeepRule(options.policy, options.keep, options.max_age_days, options.prune_failed)
         return await gather_plan(
-            client, jobs, stop_running=options.stop_running, leave_stopped=options.leave_stopped, calls=calls
+            client,
+            jobs,
+            stop_running=options.stop_running,
+            leave_stopped=options.leave_stopped,
+            calls=calls,
+            keep=keep,
         )
 
 
@@ -179,6 +188,16 @@ def render_plan(plan: Plan) -> str:
             lines.append(f"  {job.line:>6}  {clip(job.instance_id, 22):<24}  {code:<44}  {verdict.reason}")
         if len(failing) > _SHOWN:
             lines.append(f"  ... and {len(failing) - _SHOWN} more (--output json lists them all)")
+    if plan.deletions:
+        instances = len({d["instanceId"] for d in plan.deletions})
+        lines.append(f"retention would delete {len(plan.deletions)} image(s) of {instances} instance(s)")
+        lines.append(f"  {'instance':<24}  {'image':<24}  name")
+        for d in plan.deletions[:_SHOWN]:
+            lines.append(
+                f"  {clip(d['instanceId'], 22):<24}  {clip(d['imageId'], 22):<24}  {clip(d['imageName'] or '')}"
+            )
+        if len(plan.deletions) > _SHOWN:
+            lines.append(f"  ... and {len(plan.deletions) - _SHOWN} more (--output json lists them all)")
     f = plan.forecast
     if f is not None:
         per_action = ", ".join(f"{k} {v}" for k, v in f.calls.items())
