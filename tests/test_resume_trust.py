@@ -13,13 +13,14 @@ from typing import Any
 
 import pytest
 
-from batch.cli import _default_out, main
+from batch.cli import main
 from batch.errors import RunDirectoryError
 from batch.fake import DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET
 from batch.fake.fleet import instance_id
 from batch.journal import encode_record
 from batch.options import RunOptions, resume_options
 from batch.run import Run
+from batch.run_cmd import default_out as _default_out
 
 from .conftest import CREDS, FakeFactory, instances, write_csv
 from .test_crash_safety import ENV, fake_factory, results_of, start_run, wait_for_results
