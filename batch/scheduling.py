@@ -366,6 +366,14 @@ class Dispatcher(Generic[T]):
         self._source = held if current is None else itertools.chain(current, held)
         self._notify()
 
+    def close_source(self) -> None:
+        """Start no new item (``--halt``): items not yet handed out are dropped, those in flight or
+        waiting for a retry go on until they are done."""
+        self._source = None
+        self._held = None
+        self._ready.clear()
+        self._notify()
+
     def stop(self) -> None:
         """Hand out nothing more; idle takers return ``None``."""
         self.stopped = True

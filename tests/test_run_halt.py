@@ -206,3 +206,95 @@ async def test_halt_keeps_the_restart_guarantee(make_fake: FakeFactory, tmp_path
     assert all(
         r["power"]["finalState"] == "RUNNING" for r in results.values() if r["power"]["stateAtStart"] == "RUNNING"
     )
+
+
+async def test_halt_lets_jobs_in_flight_end_as_they_would(make_fake: FakeFactory, tmp_path: Path) -> None:
+    """--stop-running --halt: jobs whose instance was already stopped end with their image (succeeded),
+    not interrupted; only jobs nothing was done to yet end interrupted; a resume at the threshold
+    starts nothing."""
+    good = [FakeInstance(f"i-ok-{k:02d}", status="RUNNING") for k in range(10)]
+    bad = [FakeInstance(f"i-bad-{k:02d}", status="RUNNING") for k in range(2)]
+    fleet = bad + good
+    timing = {"stop_seconds": 0.05, "boot_seconds": 0.05, "image_ready_seconds": 0.3}
+    timing |= {"failed_images": {i.instance_id for i in bad}}
+    fake = await make_fake(fleet, cloud_kwargs=timing)
+    jobs = write_csv(tmp_path / "jobs.csv", [i.instance_id for i in fleet])
+    out = tmp_path / "run"
+    code, _, err = await _run(
+        str(jobs),
+        "--endpoint",
+        fake.url,
+        "--out",
+        str(out),
+        "--stop-running",
+        "--max-stopped",
+        "6",
+        "--poll-interval",
+        "0.05",
+        "--halt",
+        "fail=2",
+        "--rate",
+        "200",
+        *FAST,
+    )
+    assert code == 4, err
+    results = _results(out)
+    made = {i for i, n in fake.inspect()["createdPerInstance"].items() if n}
+    for instance_id, r in results.items():
+        if instance_id in made and not instance_id.startswith("i-bad"):
+            assert r["status"] == "succeeded", r  # its image was made: the job ended as it would
+        if r["status"] == "interrupted":
+            assert instance_id not in made
+            assert r["power"]["actions"] == []  # nothing was done to its instance
+    assert fake.inspect()["notRunningAnymore"] == []
+    calls = dict(fake.inspect()["calls"])
+    code, _, err = await _run("--endpoint", fake.url, "--out", str(out), "--resume", *FAST)
+    assert code == 4, err
+    assert fake.inspect()["calls"].get("CreateImage") == calls.get("CreateImage")
+    assert fake.inspect()["calls"].get("StopInstances") == calls.get("StopInstances")
+
+
+async def test_a_signal_after_a_halt_drains_and_restores(make_fake: FakeFactory, tmp_path: Path) -> None:
+    """SIGTERM while a halted run drains is the first signal: exit 143, every stopped instance RUNNING."""
+    import signal
+    import subprocess
+
+    fleet = [FakeInstance(f"i-{k:02d}", status="RUNNING") for k in range(8)]
+    timing = {"stop_seconds": 0.05, "boot_seconds": 0.5, "image_ready_seconds": 1.0}
+    timing |= {"failed_images": {i.instance_id for i in fleet[:2]}}
+    fake = await make_fake(fleet, cloud_kwargs=timing)
+    jobs = write_csv(tmp_path / "jobs.csv", [i.instance_id for i in fleet])
+    out = tmp_path / "run"
+    argv = [
+        sys.executable,
+        "-m",
+        "batch",
+        "run",
+        str(jobs),
+        "--endpoint",
+        fake.url,
+        "--out",
+        str(out),
+        "--stop-running",
+        "--max-stopped",
+        "4",
+        "--poll-interval",
+        "0.05",
+        "--halt",
+        "fail=1",
+        *FAST,
+    ]
+    child = subprocess.Popen(argv, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: ASYNC220
+    try:
+        events = out / "events.jsonl"
+        for _ in range(600):
+            if events.exists() and '"halt:' in events.read_text():
+                break
+            await anyio.sleep(0.05)
+        child.send_signal(signal.SIGTERM)
+        code = await anyio.to_thread.run_sync(child.wait)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert code == 143
+    assert fake.inspect()["notRunningAnymore"] == []

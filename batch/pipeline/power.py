@@ -379,6 +379,17 @@ class Lifecycle:
             tg.start_soon(self.forced_stops.run, self.on_stop)
             tg.start_soon(self.starts.run, self.on_start)
 
+    def release_unstarted(self) -> list[JobState]:
+        """Take out the jobs whose instance nothing was done to yet (its state looked up, or
+        queued for a slot) and return them (``--halt``: the run starts no new work; the jobs
+        further on go on to their end)."""
+        self.queue.clear()
+        unstarted = [st for st in self._held.values() if _facts(st).step in {"check", "queued"}]
+        for st in unstarted:
+            self._held.pop(id(st), None)
+            self.poller.forget(st)
+        return unstarted
+
     def parked(self) -> list[JobState]:
         """Take every parked job out of the poller, the batchers and the queue, and give back
         those whose call is out too (the run stops): none is left without a result."""

@@ -190,12 +190,14 @@ class Run:
         return prepared.jobs, prepared.header, jobs
 
     def _halt_now(self, reason: str) -> None:
-        """--halt / --canary: like a signal, stop starting jobs, let those in flight end, restore
-        power; exit 4."""
+        """--halt / --canary: start no new job (nor the power step of one only looked up or
+        queued), let those in flight end, restore power; exit 4."""
         if self.stopped_by is None:
             self.stopped_by = f"halt: {reason}"
             self.events.log.warning(RUN_STOPPING, reason=self.stopped_by)
-            self.dispatcher.stop()
+            self.dispatcher.close_source()
+            if self.pool is not None:
+                self.pool.release_unstarted(reason)
 
     def _source(self, jobs: Iterator[JobState]) -> Iterator[JobState]:
         try:
@@ -294,7 +296,9 @@ class Run:
     async def _watch_signals(self, work: anyio.CancelScope, everything: anyio.CancelScope) -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for signum in signals:
-                if self.stopped_by is None or self.stopped_by.startswith("fatal"):
+                if self.stopped_by not in {"SIGINT", "SIGTERM"}:
+                    # The first signal, even after the run stopped on its own (a fatal error,
+                    # a halt, a changed job list): it drains within --grace; a second one ends it.
                     self.stopped_by = signal.Signals(signum).name
                     self.events.log.warning(RUN_STOPPING, reason=self.stopped_by, graceSeconds=self.options.grace)
                     self.dispatcher.stop()
@@ -311,7 +315,8 @@ class Run:
 
     def _exit_code(self) -> int:
         fatal = self.fatal is not None or self.list_problem is not None
-        left = bool(self._left_stopped) and not self.options.leave_stopped
+        # The ledger too: a restore cut short (a second signal) leaves instances down it never listed.
+        left = bool(self._left_stopped or self._ledger.not_running()) and not self.options.leave_stopped
         halted = self.stopped_by is not None and self.stopped_by.startswith("halt:")
         return exit_code_for(
             stopped_by=self.stopped_by,

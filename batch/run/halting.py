@@ -128,10 +128,16 @@ class Halting:
         self.job_ended(None, None)  # every canary may have ended already
 
     def attach(self, dispatcher: Dispatcher[Any], rest: Iterator[JobState]) -> None:
-        """Hold the rest of the list back until the canaries have ended."""
+        """Hold the rest of the list back until the canaries have ended; halt at once when the
+        jobs earlier processes ended already meet ``--halt`` (a resume starts nothing then)."""
         self._dispatcher = dispatcher
         if self._count:
             dispatcher.hold(rest)
+        w = self.watch
+        reason = halt_verdict(w.rule, ended=w.ended, failed=w.failed, halt_min=w.halt_min)
+        if reason is not None:
+            w.reason = reason
+            self._halt(reason)
 
     def job_ended(self, st: JobState | None, status: Status | None) -> None:
         """A job's result was written: halt if a rule says so, or let the rest in once every

@@ -284,6 +284,20 @@ class Pool:
             self.close(st, end)
             self.dispatcher.done()
 
+    def release_unstarted(self, why: str) -> None:
+        """``--halt``: end ``interrupted`` the jobs whose instance nothing was done to yet (their
+        state looked up, or queued for a ``--max-stopped`` slot); the others go on to their end.
+
+        Args:
+            why: the halt's reason.
+        """
+        life = self.ctx.life
+        if life is None:
+            return
+        for st in life.release_unstarted():
+            self.close(st, o.End(Status.INTERRUPTED, reason=f"the run halted ({why})"))
+            self.dispatcher.done()
+
     def release_awaited(self, jobs: list[JobState], why: str) -> None:
         """End ``--wait`` jobs without knowing how their images end (the run stopped on an error).
 
