@@ -17,14 +17,17 @@ from typing import Any
 
 import anyio
 
+from .client import ZecClient
 from .credentials import DEFAULT_ENDPOINT, parse_endpoint, resolve_credentials
-from .errors import UsageError
+from .errors import JobListError, RunDirectoryError, UsageError
 from .flags import OPTION_FIELDS
+from .journal import RunDirectory
 from .live import make_progress
 from .options import RunOptions
 from .output import print_json
 from .report import render_summary
 from .run import Run
+from .run.refusal import restore_before_refusal
 from .snapshot import JobSource
 
 __all__ = ["cmd_run", "default_out"]
@@ -36,12 +39,69 @@ def default_out() -> Path:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """Run ``imagebatch run``; returns the exit code.
+
+    A resume refused as bad input (exit 2: a flag, the job list, the run directory) first starts
+    the instances its run stopped and did not see RUNNING again: refusing must not leave them down.
+
+    Args:
+        args: the parsed command line.
+    """
     if args.resume and args.out is None:
         raise UsageError("--resume needs --out: the run directory to continue")
     if args.select and args.job_list is not None:
         raise UsageError("give a JOBLIST or --select, not both")
     if args.job_list is None and not args.select and not args.resume:
         raise UsageError("give a JOBLIST, --select, or --resume with --out to continue a run")
+    resolved = resolve_credentials(os.environ, Path.home())
+    for note in resolved.notes:
+        print(f"imagebatch: note: {note}", file=sys.stderr)
+    try:
+        return _cmd_run(args, resolved.credentials)
+    except Exception as exc:
+        if args.resume and _refusal(exc):
+            anyio.run(_restore_refused, args, resolved.credentials)
+        raise
+
+
+def _refusal(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an error its group holds) is a refusal as bad input (exit 2)."""
+    if isinstance(exc, UsageError | RunDirectoryError | JobListError):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return any(_refusal(inner) for inner in exc.exceptions)
+    return False
+
+
+async def _restore_refused(args: argparse.Namespace, credentials: Any) -> None:
+    """Start what the refused resume's run stopped (see :func:`batch.run.refusal.restore_before_refusal`)."""
+    if getattr(args, "leave_stopped", False):
+        return
+    directory = RunDirectory(args.out)
+    try:
+        directory.lock()
+    except (RunDirectoryError, OSError):
+        return  # another process holds the run: it restores what it owes
+    try:
+        endpoint = args.endpoint or os.environ.get("ZENLAYER_ENDPOINT") or None
+        try:
+            if endpoint is not None:
+                parse_endpoint(endpoint)
+        except UsageError:
+            endpoint = None  # the run's own API
+        await restore_before_refusal(
+            directory,
+            credentials=credentials,
+            endpoint=endpoint,
+            options=RunOptions(),
+            client_factory=ZecClient,
+            notice=lambda text: print(f"imagebatch: {text}", file=sys.stderr),
+        )
+    finally:
+        directory.unlock()
+
+
+def _cmd_run(args: argparse.Namespace, credentials: Any) -> int:
     # Not given: a new run uses the default API, a resumed one the API it started with.
     endpoint = args.endpoint or os.environ.get("ZENLAYER_ENDPOINT") or None
     if endpoint is not None:
@@ -52,10 +112,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         metrics = MetricsFile(args.metrics_file, job_name=args.job_name, policy=getattr(args, "policy", "default"))
         metrics.check()  # a missing directory is bad input: say so before anything is sent
-    resolved = resolve_credentials(os.environ, Path.home())
-    for note in resolved.notes:
-        print(f"imagebatch: note: {note}", file=sys.stderr)
-    credentials = resolved.credentials
     args.out = args.out or default_out()
     given = {name: value for name, value in vars(args).items() if name in OPTION_FIELDS}
     options = RunOptions(**given, resume=args.resume)

@@ -26,7 +26,9 @@ ENV = {
 FAST = ["--backoff-base", "0.05", "--backoff-cap", "0.2", "--lookup-delay", "0.1", "--quiet"]
 
 
-@pytest.mark.parametrize("refusal", ["list-differs", "template-differs"])
+@pytest.mark.parametrize(
+    "refusal", ["list-differs", "template-differs", "bad-option", "metrics-dir-missing", "damaged-run-json"]
+)
 async def test_refused_resume_starts_what_the_run_stopped(make_fake: FakeFactory, tmp_path: Path, refusal: str) -> None:
     """kill -9 while instances are down, then a resume refused with exit 2: they are RUNNING again."""
     fleet = [FakeInstance(f"i-{k:02d}", status="RUNNING") for k in range(6)]
@@ -75,20 +77,17 @@ async def test_refused_resume_starts_what_the_run_stopped(make_fake: FakeFactory
             "30",
             *FAST,
         ]
+    elif refusal == "template-differs":
+        again = ["run", "--endpoint", fake.url, "--out", str(out), "--resume", "--name-template", "x-{instanceId}"]
+    elif refusal == "bad-option":
+        again = ["run", "--endpoint", fake.url, "--out", str(out), "--resume", "--max-stopped", "0"]
+    elif refusal == "metrics-dir-missing":
+        prom = str(tmp_path / "missing" / "m.prom")
+        again = ["run", "--endpoint", fake.url, "--out", str(out), "--resume", "--metrics-file", prom]
     else:
-        again = [
-            "run",
-            "--endpoint",
-            fake.url,
-            "--out",
-            str(out),
-            "--resume",
-            "--name-template",
-            "x-{instanceId}",
-            "--start-timeout",
-            "30",
-            *FAST,
-        ]
+        (out / "run.json").write_text("{", encoding="utf-8")
+        again = ["run", "--endpoint", fake.url, "--out", str(out), "--resume"]
+    again += FAST
     done = await anyio.run_process([sys.executable, "-m", "batch", *again], env=ENV, check=False)
     err = done.stderr.decode()
     assert done.returncode == 2, err

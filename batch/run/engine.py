@@ -25,7 +25,7 @@ import anyio
 from ..client import ZecClient
 from ..clock import SYSTEM_CLOCK, Clock
 from ..credentials import DEFAULT_ENDPOINT, Credentials, parse_endpoint
-from ..errors import ApiError, JobListError, RunDirectoryError, UsageError
+from ..errors import ApiError, JobListError
 from ..events import RUN_ENDED, RUN_STARTED, RUN_STOPPING, EventLog
 from ..header import RunHeader
 from ..journal import EVENTS_FILE, SUMMARY_FILE, JournalWriter, RunDirectory, write_atomic
@@ -45,7 +45,6 @@ from .halting import Halting
 from .keeping import start_keeping
 from .listing import list_existing
 from .progress import Phase, Progress, RunOutcome, snapshot
-from .refusal import restore_before_refusal
 from .resume import jobs_at_their_step
 from .tally import Tally, power_segment, power_summary
 from .workers import Pool
@@ -404,19 +403,9 @@ class Run:
         )
 
     async def _execute(self) -> RunOutcome:
-        try:
-            _jobs, header, states = self._prepare()
-        except (RunDirectoryError, JobListError, UsageError):
-            # Refused before anything was sent: the instances the run stopped come first.
-            await restore_before_refusal(
-                self.directory,
-                credentials=self.credentials,
-                endpoint=self.endpoint,
-                options=self.options,
-                client_factory=self.client_factory,
-                notice=self.notice,
-            )
-            raise
+        # Refused as bad input, a resume still starts what its run stopped: batch/run_cmd.py does,
+        # once the directory is unlocked (batch/run/refusal.py).
+        _jobs, header, states = self._prepare()
         summary_path = self.directory.file(SUMMARY_FILE)
         owed = bool(self._ledger.not_running()) and not self.options.leave_stopped
         if self.resumed and self._listed_done >= self.total_jobs and not owed:

@@ -50,14 +50,17 @@ async def restore_before_refusal(
     Returns:
         The instances still not RUNNING (empty when nothing was owed or all are RUNNING).
     """
-    if not directory.locked or not directory.exists or credentials is None:
+    if not directory.locked or credentials is None:
         return []
     try:
-        header = directory.read_header()
         state = read_journal(directory.file(JOURNAL_FILE))
     except (ImagebatchError, OSError, ValueError):
         return []
-    if header.options.get("leave_stopped"):
+    try:
+        header = directory.read_header()
+    except (ImagebatchError, OSError, ValueError):
+        header = None  # a damaged run.json: the journal still says what the run stopped
+    if header is not None and header.options.get("leave_stopped"):
         return []
     owed = sorted(state.stopped - state.started)
     if not owed:
@@ -68,7 +71,7 @@ async def restore_before_refusal(
     for instance_id in owed:
         ledger.stopped[instance_id] = 0.0
     client = client_factory(
-        endpoint or header.endpoint or DEFAULT_ENDPOINT,
+        endpoint or (header.endpoint if header is not None else None) or DEFAULT_ENDPOINT,
         credentials,
         connect_timeout=options.connect_timeout,
         total_timeout=options.total_timeout,
