@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import secrets
 import sys
@@ -55,13 +56,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError("give a JOBLIST, --select, or --resume with --out to continue a run")
     resolved = resolve_credentials(os.environ, Path.home())
     for note in resolved.notes:
-        print(f"imagebatch: note: {note}", file=sys.stderr)
+        _say(args, f"note: {note}")
     try:
         return _cmd_run(args, resolved.credentials)
     except Exception as exc:
         if args.resume and _refusal(exc):
             anyio.run(_restore_refused, args, resolved.credentials)
         raise
+
+
+def _say(args: argparse.Namespace, text: str) -> None:
+    """A line for the user on stderr: text, or with ``--log-format json`` one JSON object (so a
+    log collector parses every line the run writes there)."""
+    if getattr(args, "log_format", "text") == "json":
+        print(json.dumps({"event": "notice", "message": text}, ensure_ascii=False), file=sys.stderr, flush=True)
+    else:
+        print(f"imagebatch: {text}", file=sys.stderr)
 
 
 def _refusal(exc: BaseException) -> bool:
@@ -95,7 +105,7 @@ async def _restore_refused(args: argparse.Namespace, credentials: Any) -> None:
             endpoint=endpoint,
             options=RunOptions(),
             client_factory=ZecClient,
-            notice=lambda text: print(f"imagebatch: {text}", file=sys.stderr),
+            notice=lambda text: _say(args, text),
         )
     finally:
         directory.unlock()
@@ -128,7 +138,7 @@ def _cmd_run(args: argparse.Namespace, credentials: Any) -> int:
             args.out,
             options,
             explicit=given.keys(),
-            notice=lambda text: print(f"imagebatch: {text}", file=sys.stderr),
+            notice=lambda text: _say(args, text),
             credentials=credentials,
             endpoint=endpoint,
             progress=_progress_to(display, watch),
@@ -136,7 +146,7 @@ def _cmd_run(args: argparse.Namespace, credentials: Any) -> int:
             verbose=args.verbose,
         )
         try:
-            outcome = anyio.run(_execute, run, metrics, watch)
+            outcome = anyio.run(_execute, run, metrics, watch, lambda text: _say(args, text))
         finally:
             if display is not None:
                 display.finish()
@@ -181,7 +191,7 @@ def _run_source(
     tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="imagebatch-select-")))
     path = tmp / "selected.csv"
     write_job_list(instances, path)
-    print(f"imagebatch: --select: {len(instances)} instances", file=sys.stderr)
+    _say(args, f"--select: {len(instances)} instances")
     return JobSource.from_argument(str(path))
 
 
@@ -199,14 +209,15 @@ def _progress_to(display: Callable[[Any], None] | None, watch: Any) -> Callable[
     return both
 
 
-async def _execute(run: Run, metrics: Any, watch: Any) -> Any:
+async def _execute(run: Run, metrics: Any, watch: Any, say: Callable[[str], None]) -> Any:
     """The run, with the metrics file written beside it (every 15 s, and its last numbers at the end)."""
     if metrics is None:
         return await run.execute()
     from .metrics import MetricsTicker
 
     def failed_write(exc: OSError) -> None:
-        print(f"imagebatch: warning: cannot write the metrics file: {exc.strerror or exc}", file=sys.stderr)
+        where = exc.filename or metrics.path
+        say(f"warning: cannot write the metrics file {where}: {exc.strerror or exc}")
 
     ticker = MetricsTicker(metrics, watch.snapshot, on_error=failed_write)
     async with anyio.create_task_group() as tg:

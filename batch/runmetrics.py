@@ -35,6 +35,7 @@ class RunMetrics:
         self._last: Progress | None = None
         self._exit_code: int | None = None
         self._left_stopped = 0
+        self._final_jobs: dict[str, int] | None = None
 
     def observe(self, p: Progress) -> None:
         """Keep the latest snapshot (the run's progress callback)."""
@@ -48,6 +49,12 @@ class RunMetrics:
             summary: the run's ``summary.json``.
         """
         self._exit_code = exit_code
+        # The whole run's counts (a resume of a finished run hands no progress snapshot, and the
+        # file must not then say 0 failed and clear an alert).
+        by_status = summary.get("byStatus")
+        if isinstance(by_status, Mapping):
+            self._final_jobs = {k: int(by_status.get(k, 0) or 0) for k in _ENDED}
+            self._final_jobs["pending"] = int(summary.get("pending", 0) or 0)
         power = summary.get("power") or {}
         left = power.get("instancesLeftStopped") if isinstance(power, Mapping) else None
         self._left_stopped = len(left) if isinstance(left, list) and not power.get("leftStoppedOnPurpose") else 0
@@ -57,9 +64,17 @@ class RunMetrics:
         now = self._clock()
         p = self._last
         if p is None:
-            return MetricsSnapshot(now=now, duration_seconds=now - self._started, exit_code=self._exit_code)
+            return MetricsSnapshot(
+                now=now,
+                duration_seconds=now - self._started,
+                jobs=dict(self._final_jobs or {}),
+                instances_left_stopped=self._left_stopped,
+                exit_code=self._exit_code,
+            )
         jobs = {k: p.by_status.get(k, 0) for k in _ENDED}
         jobs["pending"] = max(0, p.total - sum(jobs.values()))
+        if self._final_jobs is not None:
+            jobs = dict(self._final_jobs)
         return MetricsSnapshot(
             now=now,
             duration_seconds=now - self._started,

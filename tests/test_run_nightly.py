@@ -199,3 +199,45 @@ async def test_verbose_tells_each_retry_and_failure(make_fake: FakeFactory, tmp_
     assert "job.ended instanceId=i-run status=failed" in err
     code, _, err = await _run(str(jobs), "--endpoint", fake.url, "--out", str(tmp_path / "q"), "--quiet", *FAST)
     assert "job.retry_scheduled" not in err
+
+
+async def test_metrics_of_a_resume_of_a_finished_run_keep_its_counts(make_fake: FakeFactory, tmp_path: Path) -> None:
+    """Resuming a finished run that had a failure rewrites the metrics with the run's counts, not zeros."""
+    fake = await make_fake([FakeInstance("i-1"), FakeInstance("i-run", status="RUNNING")])
+    jobs = write_csv(tmp_path / "jobs.csv", ["i-1", "i-run"])
+    prom = tmp_path / "imagebatch.prom"
+    out = tmp_path / "r"
+    flags = ["--endpoint", fake.url, "--out", str(out), "--quiet", "--metrics-file", str(prom), *FAST]
+    code, _, _ = await _run(str(jobs), *flags)
+    assert code == 1
+    code, _, _ = await _run("--resume", *flags)
+    assert code == 1
+    samples = _samples(prom)
+    assert samples["imagebatch_jobs", (("status", "failed"),)] == 1
+    assert samples["imagebatch_jobs", (("status", "succeeded"),)] == 1
+    assert samples["imagebatch_jobs", (("status", "pending"),)] == 0
+    assert samples["imagebatch_run_exit_code", ()] == 1
+
+
+async def test_json_log_format_makes_every_stderr_line_json(make_fake: FakeFactory, tmp_path: Path) -> None:
+    """--log-format json --verbose: progress, notices and verbose lines on stderr all parse as JSON."""
+    fake = await make_fake([FakeInstance("i-1", busy_until=1.0), FakeInstance("i-run", status="RUNNING")])
+    jobs = write_csv(tmp_path / "jobs.csv", ["i-1", "i-run"])
+    code, _, err = await _run(
+        str(jobs),
+        "--endpoint",
+        fake.url,
+        "--out",
+        str(tmp_path / "r"),
+        "--log-format",
+        "json",
+        "--verbose",
+        "--progress-interval",
+        "1",
+        *FAST,
+    )
+    assert code == 1
+    lines = [line for line in err.splitlines() if line.strip()]
+    parsed = [json.loads(line) for line in lines]
+    assert {p["event"] for p in parsed} >= {"progress", "notice"}
+    assert any("job.retry_scheduled" in p.get("message", "") for p in parsed)
