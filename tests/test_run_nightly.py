@@ -241,3 +241,41 @@ async def test_json_log_format_makes_every_stderr_line_json(make_fake: FakeFacto
     parsed = [json.loads(line) for line in lines]
     assert {p["event"] for p in parsed} >= {"progress", "notice"}
     assert any("job.retry_scheduled" in p.get("message", "") for p in parsed)
+
+
+async def test_metrics_after_kill_9_keep_the_last_write(make_fake: FakeFactory, tmp_path: Path) -> None:
+    """A run killed with -9 leaves its last write: imagebatch_run_running 1 and no exit code."""
+    import signal
+    import subprocess
+
+    fake = await make_fake([FakeInstance(f"i-{k}") for k in range(50)])
+    jobs = write_csv(tmp_path / "jobs.csv", [f"i-{k}" for k in range(50)])
+    prom = tmp_path / "imagebatch.prom"
+    argv = [
+        sys.executable,
+        "-m",
+        "batch",
+        "run",
+        str(jobs),
+        "--endpoint",
+        fake.url,
+        "--out",
+        str(tmp_path / "r"),
+        "--quiet",
+        "--metrics-file",
+        str(prom),
+        "--rate",
+        "2",
+    ]
+    child = subprocess.Popen(argv, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: ASYNC220
+    try:
+        for _ in range(600):
+            if prom.exists():
+                break
+            await anyio.sleep(0.05)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        await anyio.to_thread.run_sync(child.wait)
+    samples = _samples(prom)
+    assert samples["imagebatch_run_running", ()] == 1
+    assert ("imagebatch_run_exit_code", ()) not in samples
