@@ -98,4 +98,5 @@ def canary_verdict(*, canaries: int, ended: int, failed: int) -> str | None:
     """
     if canaries <= 0 or failed <= 0:
         return None
-    return f"--canary {canaries}: {failed} of the first {ended} jobs failed; the rest were not started"
+    counts = f"{failed} failed of {ended} ended so far"
+    return f"--canary {canaries}: a canary job failed ({counts}); the rest were not started"

@@ -173,7 +173,7 @@ def _run_source(
         # The same command line restarts a scheduled run (systemd, cron, a retried pod): the
         # selection was resolved when the run started and the run keeps it as its job list, so
         # a resume acts on the same instances whatever their tags say now.
-        print("imagebatch: --select: the run keeps the instances it selected when it started", file=sys.stderr)
+        _say(args, "--select is not resolved again: a resume acts on the run's own job list")
         return None
     from .client import ZecClient
     from .inventory import resolve_selection, write_job_list
