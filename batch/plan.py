@@ -58,7 +58,8 @@ class JobVerdict:
     Attributes:
         action: one of ``create``, ``stop, create, start``, ``stop, create``, ``skip``,
             ``wait, then decide``, ``fail``.
-        code: for ``fail``, the error code the job would end with.
+        code: for ``fail``, the error code the job would end with; ``None`` when the API's
+            answer decides it (a plain run sends CreateImage to an instance in RECYCLE).
         reason: why, in words.
     """
 
@@ -92,6 +93,11 @@ def power_verdict(state: str | None, *, stop_running: bool, leave_stopped: bool)
     if state is None:
         return JobVerdict(FAIL, "INVALID_INSTANCE_NOT_FOUND", "the API does not know this instance")
     if state in FAILING_INSTANCE_STATES:
+        if not stop_running:
+            # A plain run sends CreateImage and ends with the API's code, which the plan cannot
+            # know (the fake answers OPERATION_FAILED_FOR_RECYCLE_RESOURCE; the real API may not).
+            return JobVerdict(FAIL, None, f"CreateImage refuses an instance in {state}")
+        # --stop-running: the run's check step ends the job with this code before any CreateImage
         return JobVerdict(FAIL, f"INSTANCE_{state}", f"the instance is {state}")
     if state == STOPPED:
         return JobVerdict(CREATE, reason="STOPPED: imaged and left STOPPED")
@@ -143,19 +149,17 @@ class Plan:
         """Jobs that would fail."""
         return [row for row in self.jobs if row[2].fails]
 
+    def images_made(self) -> int:
+        """Jobs predicted to send CreateImage (those that wait for a state to settle included)."""
+        return sum(self.by_action[action] for action in _MAKES_IMAGE)
+
     def images_after(self) -> int:
         """Custom images in the account when the run has ended (every listed one, the new ones, less deletions)."""
-        return (
-            self.images_listed
-            + self.by_action[CREATE]
-            + self.by_action[CYCLE]
-            + self.by_action[STOP_CREATE]
-            - len(self.deletions)
-        )
+        return self.images_listed + self.images_made() - len(self.deletions)
 
     def images_peak(self) -> int:
         """Most custom images at once: deletions come after each instance's new image."""
-        return self.images_listed + self.by_action[CREATE] + self.by_action[CYCLE] + self.by_action[STOP_CREATE]
+        return self.images_listed + self.images_made()
 
     def over_quota(self) -> bool:
         """The run would meet ``INVALID_IMAGE_QUOTA_EXCEED`` (only known with ``--quota``)."""
@@ -302,7 +306,7 @@ def predict(
     actions = plan.by_action
     counts = PlanCounts(
         jobs=len(plan.jobs),
-        to_create=actions[CREATE] + actions[CYCLE] + actions[STOP_CREATE] + actions[WAIT],
+        to_create=plan.images_made(),
         to_stop=actions[CYCLE] + actions[STOP_CREATE],
         restart=actions[CYCLE],
         existing_images=plan.images_listed,

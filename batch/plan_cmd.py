@@ -184,7 +184,7 @@ def render_plan(plan: Plan) -> str:
         lines.append(f"would fail: {len(failing)} job(s)")
         lines.append(f"  {'line':>6}  {'instance':<24}  {'code':<44}  reason")
         for job, _state, verdict in failing[:_SHOWN]:
-            code = verdict.code or ""
+            code = verdict.code or "(the API's answer)"  # a plain run's CreateImage: the plan cannot know
             lines.append(f"  {job.line:>6}  {clip(job.instance_id, 22):<24}  {code:<44}  {verdict.reason}")
         if len(failing) > _SHOWN:
             lines.append(f"  ... and {len(failing) - _SHOWN} more (--output json lists them all)")

@@ -12,7 +12,9 @@ import anyio
 import pytest
 
 from batch.fake import DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, FakeInstance
-from batch.plan import JobVerdict, job_verdict
+from batch.forecast import Durations
+from batch.models import Job
+from batch.plan import JobVerdict, Plan, job_verdict, predict
 
 from .conftest import FakeFactory, write_csv
 
@@ -34,8 +36,10 @@ FAST = ["--backoff-base", "0.05", "--backoff-cap", "0.2", "--lookup-delay", "0.1
         pytest.param("RUNNING", None, True, False, "stop, create, start", None, id="running-cycle"),
         pytest.param("RUNNING", None, True, True, "stop, create", None, id="running-leave-stopped"),
         pytest.param("STOPPED", None, True, False, "create", None, id="stopped-never-started"),
-        pytest.param("RECYCLE", None, True, False, "fail", "INSTANCE_RECYCLE", id="recycle"),
-        pytest.param("CREATE_FAILED", None, False, False, "fail", "INSTANCE_CREATE_FAILED", id="create-failed"),
+        pytest.param("RECYCLE", None, True, False, "fail", "INSTANCE_RECYCLE", id="recycle-stop-running"),
+        pytest.param("RECYCLE", None, False, False, "fail", None, id="recycle-plain-code-is-the-apis"),
+        pytest.param("CREATE_FAILED", None, True, True, "fail", "INSTANCE_CREATE_FAILED", id="create-failed-stop"),
+        pytest.param("CREATE_FAILED", None, False, False, "fail", None, id="create-failed-plain-code-is-the-apis"),
         pytest.param(None, None, True, False, "fail", "INVALID_INSTANCE_NOT_FOUND", id="unknown-instance"),
         pytest.param("STOPPING", None, True, False, "wait, then decide", None, id="transitional"),
         pytest.param("RUNNING", ("img-1", "AVAILABLE"), False, False, "skip", None, id="name-exists-skips-first"),
@@ -146,8 +150,16 @@ async def test_plan_agrees_with_the_run(make_fake: FakeFactory, tmp_path: Path, 
     for row in plan["jobList"]:
         result = results[row["instanceId"]]
         assert result["status"] == _EXPECTED_STATUS[row["action"]], (row, result)
-        if row["action"] == "fail" and stop_running:
+        if row["action"] == "fail" and row["code"] is not None:
+            # where the plan names a code, the run ends with that one
             assert result["error"]["code"] == row["code"], (row, result)
+    recycled = next(row for row in plan["jobList"] if row["instanceId"] == "i-recycled")
+    if stop_running:
+        assert recycled["code"] == "INSTANCE_RECYCLE"
+    else:
+        # a plain run sends CreateImage: the code is the API's, which the plan does not invent
+        assert recycled["code"] is None
+        assert recycled["reason"] == "CreateImage refuses an instance in RECYCLE"
     planned = {row["instanceId"]: row["action"] for row in plan["jobList"]}
     assert planned["i-named"] == "skip"
     assert planned["i-unknown"] == "fail"
@@ -218,3 +230,23 @@ async def test_plan_exit_3_when_the_api_cannot_be_asked(tmp_path: Path) -> None:
     assert done.returncode == 3
     assert b"could not ask the API" in done.stderr
     assert b"Traceback" not in done.stderr
+
+
+async def _proc(*argv: str, env: dict[str, str] | None = None, stdin: bytes | None = None) -> tuple[int, str, str]:
+    """``imagebatch ...`` in its own process; the exit code, stdout and stderr."""
+    done = await anyio.run_process([sys.executable, "-m", "batch", *argv], env=env or ENV, check=False, input=stdin)
+    return done.returncode, done.stdout.decode(), done.stderr.decode()
+
+
+def test_images_peak_counts_jobs_that_wait_then_decide() -> None:
+    """A job in a transitional state sends CreateImage in the prediction, so it counts in the peak and after."""
+    rows = []
+    for n, state in enumerate(["STOPPING", "STOPPED"]):
+        verdict = job_verdict(state, None, stop_running=False, leave_stopped=False)
+        rows.append((Job(line=n + 2, instance_id=f"i-{n}", image_name=f"img-{n}"), state, verdict))
+    plan = Plan(jobs=rows, images_listed=3, quota=4)
+    predicted = predict(plan, rate=10, concurrency=4, max_stopped=1, poll_interval=5, wait=False, durations=Durations())
+    assert predicted.calls["CreateImage"] == 2
+    assert plan.images_peak() == 3 + 2
+    assert plan.images_after() == 3 + 2
+    assert plan.over_quota()
