@@ -9,19 +9,26 @@ applies the same functions, so a plan cannot disagree with the run it describes.
 
 from __future__ import annotations
 
+import random
 import statistics
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from .client import RequestRecord, ZecClient
+import anyio
+
+from .client import MAX_IDS_PER_CALL, RequestRecord, ZecClient
+from .errors import ApiError, FatalRunError, PermanentJobError, ThrottledError
 from .forecast import Durations, Forecast, PlanCounts, forecast
 from .keep import KeepBook, KeepRule, new_image_record
 from .models import Job
 from .ownership import ownership_tags
+from .policy import Attempts, Call, Retry, RetryOptions, decide, lookup_timeout
 from .tracking.states import FAILING_INSTANCE_STATES
+
+T = TypeVar("T")
 
 __all__ = [
     "LIVE_IMAGE_STATES",
@@ -33,6 +40,7 @@ __all__ = [
     "name_taken",
     "power_verdict",
     "predict",
+    "read_with_retries",
 ]
 
 #: Image states that mean "an image by this name is there (or on its way)": the run skips it.
@@ -217,6 +225,52 @@ class _Calls:
             self.elapsed.append(record.elapsed)
 
 
+async def read_with_retries(
+    read: Callable[[int], Awaitable[T]],
+    retry: RetryOptions,
+    *,
+    what: str,
+    rng: random.Random | None = None,
+    sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+) -> T:
+    """One of the plan's reads, asked again as the run asks its listing again (``Call.LISTING``).
+
+    A read changes nothing, so asking again is safe. Fatal errors (refused credentials) and
+    permanent ones end it at once; a 429 does not use up the budget of tries (the run's
+    listings neither), but at most ``retry.throttled_limit`` of them are waited out.
+
+    Args:
+        read: the read; it is given the failed tries so far (a growing time-out may use it).
+        retry: the budget and back-off (the run's ``--backoff-base`` / ``--backoff-cap``).
+        what: the read, for the message when it gives up ("list the images").
+        rng: the back-off's dice.
+        sleep: how to wait.
+
+    Raises:
+        ApiError: the error that ended the tries (reworded, with the tries, when the budget ran out).
+    """
+    dice = rng or random.Random()  # noqa: S311 - back-off jitter, not a secret
+    failures = throttled = 0
+    while True:
+        try:
+            return await read(failures)
+        except ApiError as err:
+            is_throttled = isinstance(err, ThrottledError)
+            throttled += is_throttled
+            failures += not is_throttled
+            attempts = Attempts(
+                failures=failures, throttled=throttled, server_wait=err.retry_after or 0.0, jitter=dice.random()
+            )
+            verdict = decide(err, attempts, retry, call=Call.LISTING)
+            if isinstance(err, FatalRunError | PermanentJobError):
+                raise
+            if not isinstance(verdict, Retry) or throttled > retry.throttled_limit:
+                tries = failures + throttled
+                msg = f"could not {what} after {tries} attempt{'s' * (tries != 1)}: {err.message}"
+                raise type(err)(err.code, msg, status=err.status, request_id=err.request_id, action=err.action) from err
+            await sleep(verdict.delay)
+
+
 async def gather_plan(
     client: ZecClient,
     jobs: Sequence[Job],
@@ -225,11 +279,16 @@ async def gather_plan(
     leave_stopped: bool,
     calls: _Calls | None = None,
     keep: KeepRule | None = None,
+    retry: RetryOptions | None = None,
+    total_timeout: float | None = None,
+    rng: random.Random | None = None,
 ) -> Plan:
     """Read what the run would read first, and decide each job as the run would.
 
     The first call is the image listing: bad credentials end the plan there, as they would end
-    the run.
+    the run. Each read that fails for a reason worth retrying (throttled, 5xx, lost answer) is
+    asked again as the run would (:func:`read_with_retries`): the listing whole, the states 100
+    ids a call.
 
     Args:
         client: a client whose ``observer`` is ``calls`` (so the plan counts its own calls).
@@ -240,18 +299,37 @@ async def gather_plan(
         keep: ``--keep`` and its policy: list the policy's images once, and say which each job's
             prune would delete (the run's own choice, :meth:`KeepBook.choose`, with the new image
             as the newest).
+        retry: the retry budget and back-off (default: the run's defaults).
+        total_timeout: ``--timeout``: the listing's tries wait longer each time, as the run's do.
+        rng: the back-off's dice.
     """
+    retry = retry or RetryOptions()
+    dice = rng or random.Random()  # noqa: S311 - back-off jitter, not a secret
     names = {job.image_name for job in jobs}
-    existing: dict[str, tuple[str, str]] = {}
-    listed = 0
-    async for image in client.describe_custom_images(page_size=1000):
-        listed += 1
-        name, status = image.get("imageName"), image.get("imageStatus")
-        # several images may share a name: a live one wins, as it does for the run
-        wanted = isinstance(name, str) and name in names and isinstance(status, str)
-        if wanted and (name not in existing or status in LIVE_IMAGE_STATES):
-            existing[str(name)] = (str(image.get("imageId")), str(status))
-    states = await client.describe_instances_status(sorted({job.instance_id for job in jobs}))
+
+    async def listing(failures: int) -> tuple[int, dict[str, tuple[str, str]]]:
+        timeout = None if total_timeout is None else lookup_timeout(total_timeout, failures)
+        found: dict[str, tuple[str, str]] = {}
+        listed = 0
+        async for image in client.describe_custom_images(page_size=1000, request_timeout=timeout):
+            listed += 1
+            name, status = image.get("imageName"), image.get("imageStatus")
+            # several images may share a name: a live one wins, as it does for the run
+            wanted = isinstance(name, str) and name in names and isinstance(status, str)
+            if wanted and (name not in found or status in LIVE_IMAGE_STATES):
+                found[str(name)] = (str(image.get("imageId")), str(status))
+        return listed, found
+
+    listed, existing = await read_with_retries(listing, retry, what="list the images", rng=dice)
+    ids = sorted({job.instance_id for job in jobs})
+    states: dict[str, str] = {}
+    for start in range(0, len(ids), MAX_IDS_PER_CALL):
+        chunk = ids[start : start + MAX_IDS_PER_CALL]
+
+        async def look_up(_failures: int, chunk: list[str] = chunk) -> dict[str, str]:
+            return await client.describe_instances_status(chunk)
+
+        states |= await read_with_retries(look_up, retry, what="look up the instances' states", rng=dice)
     plan = Plan(images_listed=listed)
     for job in jobs:
         state = states.get(job.instance_id)
@@ -260,18 +338,24 @@ async def gather_plan(
         )
         plan.jobs.append((job, state, verdict))
     if keep is not None:
-        plan.deletions = await _deletions(client, plan, keep)
+        plan.deletions = await _deletions(client, plan, keep, retry, dice)
     if calls is not None:
         plan.calls = calls.calls
         plan.latency = statistics.median(calls.elapsed) if calls.elapsed else 0.0
     return plan
 
 
-async def _deletions(client: ZecClient, plan: Plan, keep: KeepRule) -> list[dict[str, Any]]:
+async def _deletions(
+    client: ZecClient, plan: Plan, keep: KeepRule, retry: RetryOptions, rng: random.Random
+) -> list[dict[str, Any]]:
     """What retention would delete: each job that makes an image prunes as the run would."""
     from .prune import list_policy_images  # the run's own listing of the policy
 
-    book = KeepBook(keep, await list_policy_images(client, keep.policy))
+    async def policy_images(_failures: int) -> list[Any]:
+        return await list_policy_images(client, keep.policy)
+
+    what = f"list the images of policy {keep.policy!r}"
+    book = KeepBook(keep, await read_with_retries(policy_images, retry, what=what, rng=rng))
     now = datetime.now(UTC)
     deletions: list[dict[str, Any]] = []
     for job, _state, verdict in plan.jobs:
@@ -322,8 +406,3 @@ def predict(
         poll_interval=poll_interval,
         durations=durations,
     )
-
-
-def failing_codes(rows: Iterable[tuple[Job, str | None, JobVerdict]]) -> Mapping[str, int]:
-    """Jobs that would fail, by code."""
-    return Counter(v.code or "?" for _, _, v in rows if v.fails)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import sys
 import tempfile
 import time
@@ -28,6 +29,7 @@ from .models import Job
 from .options import RunOptions, parse_max_stopped
 from .output import add_output_option, print_json
 from .plan import Plan, _Calls, gather_plan, predict
+from .policy import RetryOptions
 from .report import format_seconds
 from .snapshot import JobSource
 from .sources import JobList, detect_format
@@ -143,6 +145,9 @@ async def _gather(
             leave_stopped=options.leave_stopped,
             calls=calls,
             keep=keep,
+            retry=RetryOptions.of(options),
+            total_timeout=options.total_timeout,
+            rng=random.Random(options.seed),  # noqa: S311 - back-off jitter, not a secret
         )
 
 

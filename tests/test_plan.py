@@ -215,7 +215,7 @@ async def test_plan_of_ten_thousand_jobs_takes_about_110_calls(make_fake: FakeFa
 
 @pytest.mark.anyio
 async def test_plan_exit_3_when_the_api_cannot_be_asked(tmp_path: Path) -> None:
-    """Nothing listening at the endpoint: exit 3 with a message, no traceback."""
+    """Nothing listening at the endpoint: exit 3 after the run's budget of tries, with a message, no traceback."""
     import socket
 
     with socket.socket() as s:
@@ -223,12 +223,13 @@ async def test_plan_exit_3_when_the_api_cannot_be_asked(tmp_path: Path) -> None:
         port = s.getsockname()[1]
     jobs = write_csv(tmp_path / "jobs.csv", ["i-1"])
     done = await anyio.run_process(
-        [sys.executable, "-m", "batch", "plan", str(jobs), "--endpoint", f"http://127.0.0.1:{port}"],
+        [sys.executable, "-m", "batch", "plan", str(jobs), "--endpoint", f"http://127.0.0.1:{port}", *FAST],
         env=ENV,
         check=False,
     )
     assert done.returncode == 3
     assert b"could not ask the API" in done.stderr
+    assert b"after 6 attempts" in done.stderr  # a refused connection is retried as the run retries it
     assert b"Traceback" not in done.stderr
 
 
@@ -250,3 +251,65 @@ def test_images_peak_counts_jobs_that_wait_then_decide() -> None:
     assert plan.images_peak() == 3 + 2
     assert plan.images_after() == 3 + 2
     assert plan.over_quota()
+
+
+@pytest.mark.anyio
+async def test_plan_retries_its_reads(make_fake: FakeFactory, tmp_path: Path) -> None:
+    """503s, a lost answer, a dropped connection and a 429 on the plan's reads are retried: the plan goes through."""
+    scripts = {
+        "DescribeCustomImages": {"*": ["503", "lost", "429"]},
+        "DescribeInstancesStatus": {"*": ["503", "drop", "429"]},
+    }
+    fake = await make_fake([FakeInstance("i-1"), FakeInstance("i-2")], scripts=scripts)
+    jobs = write_csv(tmp_path / "jobs.csv", ["i-1", "i-2"])
+    code, out, err = await _proc("plan", str(jobs), "--endpoint", fake.url, "--output", "json", *FAST)
+    assert code == 0, err
+    plan = json.loads(out)
+    assert [row["action"] for row in plan["jobList"]] == ["create", "create"]
+    assert fake.inspect()["calls"] == {"DescribeCustomImages": 4, "DescribeInstancesStatus": 4}
+
+
+@pytest.mark.anyio
+async def test_plan_retries_under_a_random_error_rate(make_fake: FakeFactory, tmp_path: Path) -> None:
+    """With a third of all requests answered 5xx, a plan of 300 jobs still reads every state."""
+    ids = [f"i-{n:03d}" for n in range(300)]
+    fake = await make_fake([FakeInstance(i) for i in ids], error_rate=0.3, seed=7)
+    jobs = write_csv(tmp_path / "jobs.csv", ids)
+    code, out, err = await _proc("plan", str(jobs), "--endpoint", fake.url, "--output", "json", *FAST)
+    assert code == 0, err
+    assert json.loads(out)["byAction"] == {"create": 300}
+
+
+@pytest.mark.anyio
+async def test_plan_gives_up_after_the_listing_budget(make_fake: FakeFactory, tmp_path: Path) -> None:
+    """A listing that keeps failing ends the plan with exit 3 after the run's budget of tries, saying so."""
+    fake = await make_fake([FakeInstance("i-1")], scripts={"DescribeCustomImages": {"*": ["503"] * 20}})
+    jobs = write_csv(tmp_path / "jobs.csv", ["i-1"])
+    code, _, err = await _proc("plan", str(jobs), "--endpoint", fake.url, *FAST)
+    assert code == 3
+    assert "could not ask the API" in err
+    assert "after 6 attempts" in err
+    assert "Traceback" not in err
+    assert fake.inspect()["calls"] == {"DescribeCustomImages": 6}
+
+
+@pytest.mark.anyio
+async def test_plan_cannot_know_gpu_instances_or_the_quota(make_fake: FakeFactory, tmp_path: Path) -> None:
+    """A GPU instance and a full quota show only in CreateImage's answer: the plan says create, the run then fails."""
+    gpu = await make_fake([FakeInstance("i-gpu", gpu=True)])
+    jobs = write_csv(tmp_path / "gpu.csv", ["i-gpu"])
+    code, out, err = await _proc("plan", str(jobs), "--endpoint", gpu.url, "--output", "json", *FAST)
+    assert code == 0, err
+    assert json.loads(out)["jobList"][0]["action"] == "create"
+    code, _, _ = await _proc("run", str(jobs), "--endpoint", gpu.url, "--quiet", "--out", str(tmp_path / "g"), *FAST)
+    assert code == 1
+    result = json.loads((tmp_path / "g" / "results.jsonl").read_text().splitlines()[0])
+    assert result["error"]["code"] == "OPERATION_DENIED_GPU_INSTANCE_NOT_SUPPORT"
+    full = await make_fake([FakeInstance("i-1")], cloud_kwargs={"image_quota": 0})
+    jobs = write_csv(tmp_path / "full.csv", ["i-1"])
+    code, out, err = await _proc("plan", str(jobs), "--endpoint", full.url, *FAST)
+    assert code == 0, err
+    code, _, _ = await _proc("run", str(jobs), "--endpoint", full.url, "--quiet", "--out", str(tmp_path / "q"), *FAST)
+    assert code == 3
+    result = json.loads((tmp_path / "q" / "results.jsonl").read_text().splitlines()[0])
+    assert result["error"]["code"] == "INVALID_IMAGE_QUOTA_EXCEED"
