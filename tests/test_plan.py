@@ -294,6 +294,61 @@ async def test_plan_gives_up_after_the_listing_budget(make_fake: FakeFactory, tm
 
 
 @pytest.mark.anyio
+async def test_plan_refuses_resume_and_a_used_out(make_fake: FakeFactory, tmp_path: Path) -> None:
+    """--resume, or an --out that holds a run, ends a plan with exit 2: a plan describes a new run."""
+    fake = await make_fake([FakeInstance("i-1")])
+    jobs = write_csv(tmp_path / "jobs.csv", ["i-1"])
+    code, _, err = await _proc("run", str(jobs), "--endpoint", fake.url, "--quiet", "--out", str(tmp_path / "r"))
+    assert code == 0, err
+    code, _, err = await _proc("plan", str(jobs), "--endpoint", fake.url, "--out", str(tmp_path / "r"), "--resume")
+    assert code == 2
+    assert "plan describes a new run" in err
+    code, _, err = await _proc("plan", str(jobs), "--endpoint", fake.url, "--out", str(tmp_path / "r"))
+    assert code == 2
+    assert "plan describes a new run" in err
+    assert "already holds a run" in err
+    code, _, err = await _proc("plan", str(jobs), "--endpoint", fake.url, "--out", str(tmp_path / "new"), *FAST)
+    assert code == 0, err
+    assert not (tmp_path / "new").exists()
+    assert sum(fake.inspect()["calls"].get(a, 0) for a in ("CreateImage", "StopInstances")) == 1
+
+
+@pytest.mark.anyio
+async def test_plan_refuses_standard_input(tmp_path: Path) -> None:
+    """A job list on standard input ends a plan with exit 2 and a message that says to give a file."""
+    code, _, err = await _proc("plan", "-", "--endpoint", "http://127.0.0.1:9", stdin=b"instanceId\ni-1\n")
+    assert code == 2
+    assert "standard input is not supported" in err
+
+
+@pytest.mark.anyio
+async def test_plan_reads_config_and_profile(make_fake: FakeFactory, tmp_path: Path) -> None:
+    """--config FILE --profile NAME set a plan's flags as they set a run's; the run's own keys are accepted."""
+    fake = await make_fake([FakeInstance("i-1", status="RUNNING")])
+    jobs = write_csv(tmp_path / "jobs.csv", ["i-1"])
+    config = tmp_path / "imagebatch.toml"
+    metrics = tmp_path / "m.prom"
+    text = f'rate = 200\nmetrics-file = "{metrics.as_posix()}"\njob-name = "n"\n\n[nightly]\nstop-running = true\n'
+    config.write_text(text, encoding="utf-8")
+    base = ("plan", str(jobs), "--endpoint", fake.url, "--output", "json", "--config", str(config))
+    code, out, err = await _proc(*base, "--profile", "nightly")
+    assert code == 0, err
+    assert json.loads(out)["jobList"][0]["action"] == "stop, create, start"
+    assert not metrics.exists()
+    code, out, err = await _proc(*base)
+    assert code == 1, err
+    assert json.loads(out)["jobList"][0]["action"] == "fail"
+    code, _, err = await _proc("plan", str(jobs), "--endpoint", fake.url, "--profile", "nightly")
+    assert code == 2
+    assert "needs --config" in err
+    config.write_text("no-such-flag = 1\n", encoding="utf-8")
+    code, _, err = await _proc(*base)
+    assert code == 2
+    assert "no-such-flag" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.anyio
 async def test_plan_cannot_know_gpu_instances_or_the_quota(make_fake: FakeFactory, tmp_path: Path) -> None:
     """A GPU instance and a full quota show only in CreateImage's answer: the plan says create, the run then fails."""
     gpu = await make_fake([FakeInstance("i-gpu", gpu=True)])
