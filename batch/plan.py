@@ -4,7 +4,9 @@ The decisions are pure (:func:`job_verdict`) and the run's own steps make the sa
 create step skips a job whose name the listing found (:func:`name_taken`), and the check step
 decides from the instance's state what to do with it (:func:`power_verdict`). The plan reads the
 same facts the run reads first (the image listing, the instances' states, 100 a call) and
-applies the same functions, so a plan cannot disagree with the run it describes.
+applies the same functions. Where CreateImage's answer decides (a GPU instance, a full quota, a
+plain run's CreateImage to an instance in RECYCLE), the plan cannot know it: it names no code, or
+predicts ``create``; and it does not simulate ``--halt`` or ``--canary``.
 """
 
 from __future__ import annotations
@@ -146,6 +148,8 @@ class Plan:
     forecast: Forecast | None = None
     deletions: list[dict[str, Any]] = field(default_factory=list)
     quota: int | None = None
+    #: what the plan does not simulate (``--halt``, ``--canary``), one sentence each
+    notes: list[str] = field(default_factory=list)
 
     @property
     def by_action(self) -> Counter[str]:
@@ -187,6 +191,7 @@ class Plan:
             "overQuota": self.over_quota(),
             "deletions": self.deletions,
             "planCalls": dict(self.calls),
+            "notes": self.notes,
             "latencySeconds": round(self.latency, 4),
             "predicted": None
             if f is None

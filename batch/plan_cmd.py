@@ -92,6 +92,7 @@ def main(args: argparse.Namespace, options: RunOptions) -> int:
         print(f"imagebatch: error: could not ask the API: {err}", file=sys.stderr)
         return EXIT_API
     plan.quota = args.quota
+    plan.notes = not_simulated(options)
     plan.forecast = predict(
         plan,
         rate=options.rate,
@@ -107,6 +108,26 @@ def main(args: argparse.Namespace, options: RunOptions) -> int:
     else:
         print(render_plan(plan))
     return code
+
+
+def not_simulated(options: RunOptions) -> list[str]:
+    """What the plan does not simulate among the flags given, one note each.
+
+    Args:
+        options: the run options the flags give.
+    """
+    notes = []
+    if options.halt is not None:
+        notes.append(
+            f"the plan does not simulate --halt {options.halt}: it predicts every job as if the run did "
+            "not halt; a run that halts starts fewer jobs (exit 4)"
+        )
+    if options.canary:
+        notes.append(
+            f"the plan does not simulate --canary {options.canary}: it predicts every job as if the "
+            "canaries went through; a canary that fails halts the run before the rest (exit 4)"
+        )
+    return notes
 
 
 def _check_new_run(args: argparse.Namespace) -> None:
@@ -274,6 +295,7 @@ def render_plan(plan: Plan) -> str:
         over = "OVER the quota: the run would stop with INVALID_IMAGE_QUOTA_EXCEED"
         quota = over if plan.over_quota() else "within"
         lines.append(f"images: {plan.images_peak()} at most during the run, quota {plan.quota}: {quota}")
+    lines.extend(f"note: {note}" for note in plan.notes)
     return "\n".join(lines)
 
 

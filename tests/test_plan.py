@@ -179,6 +179,7 @@ async def test_plan_exit_codes_for_bad_input(make_fake: FakeFactory, tmp_path: P
     assert b"refused the credentials" in done.stderr
     assert b"Traceback" not in done.stderr
     assert b"wrong-secret" not in done.stderr + done.stdout
+    assert fake.inspect()["calls"] == {"DescribeCustomImages": 1}  # refused credentials are not retried
     bad = tmp_path / "bad.csv"
     bad.write_text("instanceId\n\n", encoding="utf-8")
     code, _ = await _cli("plan", str(bad), "--endpoint", fake.url)
@@ -346,6 +347,29 @@ async def test_plan_reads_config_and_profile(make_fake: FakeFactory, tmp_path: P
     assert code == 2
     assert "no-such-flag" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        pytest.param(["--halt", "fail=1"], "--halt", id="halt"),
+        pytest.param(["--canary", "1"], "--canary", id="canary"),
+    ],
+)
+async def test_plan_says_it_does_not_simulate_halting(
+    make_fake: FakeFactory, tmp_path: Path, flags: list[str], named: str
+) -> None:
+    """With --halt or --canary the plan says it predicts every job as if the run did not halt."""
+    fake = await make_fake([FakeInstance("i-1", status="RUNNING"), FakeInstance("i-2")])
+    jobs = write_csv(tmp_path / "jobs.csv", ["i-1", "i-2"])
+    code, out, _ = await _proc("plan", str(jobs), "--endpoint", fake.url, *FAST, *flags)
+    assert code == 1
+    assert f"note: the plan does not simulate {named}" in out
+    code, out, _ = await _proc("plan", str(jobs), "--endpoint", fake.url, "--output", "json", *FAST, *flags)
+    assert any(f"does not simulate {named}" in note for note in json.loads(out)["notes"])
+    code, out, _ = await _proc("plan", str(jobs), "--endpoint", fake.url, *FAST)
+    assert "does not simulate" not in out
 
 
 @pytest.mark.anyio
