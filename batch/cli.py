@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_job_list_args(plan, optional=True)
     add_run_args(plan)
     plan_cmd.add_arguments(plan)
+    add_config_arguments(plan)
     inventory_cmd.add_parser(sub)
     report_cmd.add_parser(sub)
     return parser
@@ -156,10 +157,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "run":
+    if args.command in ("run", "plan"):
         try:
             # Parse again with the file's values as defaults: flags given still win.
-            args = apply_config(parser, args, argv, os.environ)
+            configure = plan_cmd.apply_config if args.command == "plan" else apply_config
+            args = configure(parser, args, argv, os.environ)
         except UsageError as exc:
             print(f"imagebatch: error: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT

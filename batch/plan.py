@@ -4,24 +4,33 @@ The decisions are pure (:func:`job_verdict`) and the run's own steps make the sa
 create step skips a job whose name the listing found (:func:`name_taken`), and the check step
 decides from the instance's state what to do with it (:func:`power_verdict`). The plan reads the
 same facts the run reads first (the image listing, the instances' states, 100 a call) and
-applies the same functions, so a plan cannot disagree with the run it describes.
+applies the same functions. Where CreateImage's answer decides (a GPU instance, a full quota, a
+plain run's CreateImage to an instance in RECYCLE), the plan cannot know it: it names no code, or
+predicts ``create``; and it does not simulate ``--halt`` or ``--canary``.
 """
 
 from __future__ import annotations
 
+import random
 import statistics
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from .client import RequestRecord, ZecClient
+import anyio
+
+from .client import MAX_IDS_PER_CALL, RequestRecord, ZecClient
+from .errors import ApiError, FatalRunError, PermanentJobError, ThrottledError
 from .forecast import Durations, Forecast, PlanCounts, forecast
 from .keep import KeepBook, KeepRule, new_image_record
 from .models import Job
 from .ownership import ownership_tags
+from .policy import Attempts, Call, Retry, RetryOptions, decide, lookup_timeout
 from .tracking.states import FAILING_INSTANCE_STATES
+
+T = TypeVar("T")
 
 __all__ = [
     "LIVE_IMAGE_STATES",
@@ -33,6 +42,7 @@ __all__ = [
     "name_taken",
     "power_verdict",
     "predict",
+    "read_with_retries",
 ]
 
 #: Image states that mean "an image by this name is there (or on its way)": the run skips it.
@@ -58,7 +68,8 @@ class JobVerdict:
     Attributes:
         action: one of ``create``, ``stop, create, start``, ``stop, create``, ``skip``,
             ``wait, then decide``, ``fail``.
-        code: for ``fail``, the error code the job would end with.
+        code: for ``fail``, the error code the job would end with; ``None`` when the API's
+            answer decides it (a plain run sends CreateImage to an instance in RECYCLE).
         reason: why, in words.
     """
 
@@ -92,6 +103,11 @@ def power_verdict(state: str | None, *, stop_running: bool, leave_stopped: bool)
     if state is None:
         return JobVerdict(FAIL, "INVALID_INSTANCE_NOT_FOUND", "the API does not know this instance")
     if state in FAILING_INSTANCE_STATES:
+        if not stop_running:
+            # A plain run sends CreateImage and ends with the API's code, which the plan cannot
+            # know (the fake answers OPERATION_FAILED_FOR_RECYCLE_RESOURCE; the real API may not).
+            return JobVerdict(FAIL, None, f"CreateImage refuses an instance in {state}")
+        # --stop-running: the run's check step ends the job with this code before any CreateImage
         return JobVerdict(FAIL, f"INSTANCE_{state}", f"the instance is {state}")
     if state == STOPPED:
         return JobVerdict(CREATE, reason="STOPPED: imaged and left STOPPED")
@@ -132,6 +148,8 @@ class Plan:
     forecast: Forecast | None = None
     deletions: list[dict[str, Any]] = field(default_factory=list)
     quota: int | None = None
+    #: what the plan does not simulate (``--halt``, ``--canary``), one sentence each
+    notes: list[str] = field(default_factory=list)
 
     @property
     def by_action(self) -> Counter[str]:
@@ -143,19 +161,17 @@ class Plan:
         """Jobs that would fail."""
         return [row for row in self.jobs if row[2].fails]
 
+    def images_made(self) -> int:
+        """Jobs predicted to send CreateImage (those that wait for a state to settle included)."""
+        return sum(self.by_action[action] for action in _MAKES_IMAGE)
+
     def images_after(self) -> int:
         """Custom images in the account when the run has ended (every listed one, the new ones, less deletions)."""
-        return (
-            self.images_listed
-            + self.by_action[CREATE]
-            + self.by_action[CYCLE]
-            + self.by_action[STOP_CREATE]
-            - len(self.deletions)
-        )
+        return self.images_listed + self.images_made() - len(self.deletions)
 
     def images_peak(self) -> int:
         """Most custom images at once: deletions come after each instance's new image."""
-        return self.images_listed + self.by_action[CREATE] + self.by_action[CYCLE] + self.by_action[STOP_CREATE]
+        return self.images_listed + self.images_made()
 
     def over_quota(self) -> bool:
         """The run would meet ``INVALID_IMAGE_QUOTA_EXCEED`` (only known with ``--quota``)."""
@@ -175,6 +191,7 @@ class Plan:
             "overQuota": self.over_quota(),
             "deletions": self.deletions,
             "planCalls": dict(self.calls),
+            "notes": self.notes,
             "latencySeconds": round(self.latency, 4),
             "predicted": None
             if f is None
@@ -213,6 +230,52 @@ class _Calls:
             self.elapsed.append(record.elapsed)
 
 
+async def read_with_retries(
+    read: Callable[[int], Awaitable[T]],
+    retry: RetryOptions,
+    *,
+    what: str,
+    rng: random.Random | None = None,
+    sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+) -> T:
+    """One of the plan's reads, asked again as the run asks its listing again (``Call.LISTING``).
+
+    A read changes nothing, so asking again is safe. Fatal errors (refused credentials) and
+    permanent ones end it at once; a 429 does not use up the budget of tries (the run's
+    listings neither), but at most ``retry.throttled_limit`` of them are waited out.
+
+    Args:
+        read: the read; it is given the failed tries so far (a growing time-out may use it).
+        retry: the budget and back-off (the run's ``--backoff-base`` / ``--backoff-cap``).
+        what: the read, for the message when it gives up ("list the images").
+        rng: the back-off's dice.
+        sleep: how to wait.
+
+    Raises:
+        ApiError: the error that ended the tries (reworded, with the tries, when the budget ran out).
+    """
+    dice = rng or random.Random()  # noqa: S311 - back-off jitter, not a secret
+    failures = throttled = 0
+    while True:
+        try:
+            return await read(failures)
+        except ApiError as err:
+            is_throttled = isinstance(err, ThrottledError)
+            throttled += is_throttled
+            failures += not is_throttled
+            attempts = Attempts(
+                failures=failures, throttled=throttled, server_wait=err.retry_after or 0.0, jitter=dice.random()
+            )
+            verdict = decide(err, attempts, retry, call=Call.LISTING)
+            if isinstance(err, FatalRunError | PermanentJobError):
+                raise
+            if not isinstance(verdict, Retry) or throttled > retry.throttled_limit:
+                tries = failures + throttled
+                msg = f"could not {what} after {tries} attempt{'s' * (tries != 1)}: {err.message}"
+                raise type(err)(err.code, msg, status=err.status, request_id=err.request_id, action=err.action) from err
+            await sleep(verdict.delay)
+
+
 async def gather_plan(
     client: ZecClient,
     jobs: Sequence[Job],
@@ -221,11 +284,16 @@ async def gather_plan(
     leave_stopped: bool,
     calls: _Calls | None = None,
     keep: KeepRule | None = None,
+    retry: RetryOptions | None = None,
+    total_timeout: float | None = None,
+    rng: random.Random | None = None,
 ) -> Plan:
     """Read what the run would read first, and decide each job as the run would.
 
     The first call is the image listing: bad credentials end the plan there, as they would end
-    the run.
+    the run. Each read that fails for a reason worth retrying (throttled, 5xx, lost answer) is
+    asked again as the run would (:func:`read_with_retries`): the listing whole, the states 100
+    ids a call.
 
     Args:
         client: a client whose ``observer`` is ``calls`` (so the plan counts its own calls).
@@ -236,18 +304,37 @@ async def gather_plan(
         keep: ``--keep`` and its policy: list the policy's images once, and say which each job's
             prune would delete (the run's own choice, :meth:`KeepBook.choose`, with the new image
             as the newest).
+        retry: the retry budget and back-off (default: the run's defaults).
+        total_timeout: ``--timeout``: the listing's tries wait longer each time, as the run's do.
+        rng: the back-off's dice.
     """
+    retry = retry or RetryOptions()
+    dice = rng or random.Random()  # noqa: S311 - back-off jitter, not a secret
     names = {job.image_name for job in jobs}
-    existing: dict[str, tuple[str, str]] = {}
-    listed = 0
-    async for image in client.describe_custom_images(page_size=1000):
-        listed += 1
-        name, status = image.get("imageName"), image.get("imageStatus")
-        # several images may share a name: a live one wins, as it does for the run
-        wanted = isinstance(name, str) and name in names and isinstance(status, str)
-        if wanted and (name not in existing or status in LIVE_IMAGE_STATES):
-            existing[str(name)] = (str(image.get("imageId")), str(status))
-    states = await client.describe_instances_status(sorted({job.instance_id for job in jobs}))
+
+    async def listing(failures: int) -> tuple[int, dict[str, tuple[str, str]]]:
+        timeout = None if total_timeout is None else lookup_timeout(total_timeout, failures)
+        found: dict[str, tuple[str, str]] = {}
+        listed = 0
+        async for image in client.describe_custom_images(page_size=1000, request_timeout=timeout):
+            listed += 1
+            name, status = image.get("imageName"), image.get("imageStatus")
+            # several images may share a name: a live one wins, as it does for the run
+            wanted = isinstance(name, str) and name in names and isinstance(status, str)
+            if wanted and (name not in found or status in LIVE_IMAGE_STATES):
+                found[str(name)] = (str(image.get("imageId")), str(status))
+        return listed, found
+
+    listed, existing = await read_with_retries(listing, retry, what="list the images", rng=dice)
+    ids = sorted({job.instance_id for job in jobs})
+    states: dict[str, str] = {}
+    for start in range(0, len(ids), MAX_IDS_PER_CALL):
+        chunk = ids[start : start + MAX_IDS_PER_CALL]
+
+        async def look_up(_failures: int, chunk: list[str] = chunk) -> dict[str, str]:
+            return await client.describe_instances_status(chunk)
+
+        states |= await read_with_retries(look_up, retry, what="look up the instances' states", rng=dice)
     plan = Plan(images_listed=listed)
     for job in jobs:
         state = states.get(job.instance_id)
@@ -256,18 +343,24 @@ async def gather_plan(
         )
         plan.jobs.append((job, state, verdict))
     if keep is not None:
-        plan.deletions = await _deletions(client, plan, keep)
+        plan.deletions = await _deletions(client, plan, keep, retry, dice)
     if calls is not None:
         plan.calls = calls.calls
         plan.latency = statistics.median(calls.elapsed) if calls.elapsed else 0.0
     return plan
 
 
-async def _deletions(client: ZecClient, plan: Plan, keep: KeepRule) -> list[dict[str, Any]]:
+async def _deletions(
+    client: ZecClient, plan: Plan, keep: KeepRule, retry: RetryOptions, rng: random.Random
+) -> list[dict[str, Any]]:
     """What retention would delete: each job that makes an image prunes as the run would."""
     from .prune import list_policy_images  # the run's own listing of the policy
 
-    book = KeepBook(keep, await list_policy_images(client, keep.policy))
+    async def policy_images(_failures: int) -> list[Any]:
+        return await list_policy_images(client, keep.policy)
+
+    what = f"list the images of policy {keep.policy!r}"
+    book = KeepBook(keep, await read_with_retries(policy_images, retry, what=what, rng=rng))
     now = datetime.now(UTC)
     deletions: list[dict[str, Any]] = []
     for job, _state, verdict in plan.jobs:
@@ -302,7 +395,7 @@ def predict(
     actions = plan.by_action
     counts = PlanCounts(
         jobs=len(plan.jobs),
-        to_create=actions[CREATE] + actions[CYCLE] + actions[STOP_CREATE] + actions[WAIT],
+        to_create=plan.images_made(),
         to_stop=actions[CYCLE] + actions[STOP_CREATE],
         restart=actions[CYCLE],
         existing_images=plan.images_listed,
@@ -318,8 +411,3 @@ def predict(
         poll_interval=poll_interval,
         durations=durations,
     )
-
-
-def failing_codes(rows: Iterable[tuple[Job, str | None, JobVerdict]]) -> Mapping[str, int]:
-    """Jobs that would fail, by code."""
-    return Counter(v.code or "?" for _, _, v in rows if v.fails)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,21 +20,24 @@ from typing import Any
 import anyio
 
 from .client import ZecClient
+from .config import ConfigError, file_flags, load_config, without_environment
 from .credentials import DEFAULT_ENDPOINT, Credentials, resolve_credentials
 from .errors import ApiError, AuthenticationError, JobListError, UsageError
 from .forecast import Durations
 from .header import new_run_id
+from .journal import RunDirectory
 from .keep import KeepRule
 from .models import Job
 from .options import RunOptions, parse_max_stopped
 from .output import add_output_option, print_json
 from .plan import Plan, _Calls, gather_plan, predict
+from .policy import RetryOptions
 from .report import format_seconds
 from .snapshot import JobSource
 from .sources import JobList, detect_format
 from .text import clip
 
-__all__ = ["add_arguments", "main", "options_from", "render_plan"]
+__all__ = ["add_arguments", "apply_config", "main", "options_from", "render_plan"]
 
 EXIT_OK, EXIT_WOULD_FAIL, EXIT_BAD_INPUT, EXIT_API = 0, 1, 2, 3
 #: failing jobs listed on a terminal (all of them are in --output json)
@@ -69,6 +73,7 @@ def main(args: argparse.Namespace, options: RunOptions) -> int:
     """
     if (args.job_list is None) == (not args.select):
         raise UsageError("give a JOBLIST or --select (one of them)")
+    _check_new_run(args)
     if args.quota is not None and args.quota < 0:
         raise UsageError("--quota must not be negative")
     endpoint = args.endpoint or os.environ.get("ZENLAYER_ENDPOINT") or DEFAULT_ENDPOINT
@@ -87,6 +92,7 @@ def main(args: argparse.Namespace, options: RunOptions) -> int:
         print(f"imagebatch: error: could not ask the API: {err}", file=sys.stderr)
         return EXIT_API
     plan.quota = args.quota
+    plan.notes = not_simulated(options)
     plan.forecast = predict(
         plan,
         rate=options.rate,
@@ -102,6 +108,82 @@ def main(args: argparse.Namespace, options: RunOptions) -> int:
     else:
         print(render_plan(plan))
     return code
+
+
+def not_simulated(options: RunOptions) -> list[str]:
+    """What the plan does not simulate among the flags given, one note each.
+
+    Args:
+        options: the run options the flags give.
+    """
+    notes = []
+    if options.halt is not None:
+        notes.append(
+            f"the plan does not simulate --halt {options.halt}: it predicts every job as if the run did "
+            "not halt; a run that halts starts fewer jobs (exit 4)"
+        )
+    if options.canary:
+        notes.append(
+            f"the plan does not simulate --canary {options.canary}: it predicts every job as if the "
+            "canaries went through; a canary that fails halts the run before the rest (exit 4)"
+        )
+    return notes
+
+
+def _check_new_run(args: argparse.Namespace) -> None:
+    """A plan describes a new run: refuse what only a resume means (exit 2), rather than ignore it."""
+    if getattr(args, "resume", False):
+        msg = (
+            "plan describes a new run; --resume continues the run in --out, which a plan does not read "
+            "(imagebatch report RUN_DIR shows where that run stands)"
+        )
+        raise UsageError(msg)
+    out = getattr(args, "out", None)
+    if out is not None and RunDirectory(out).exists:
+        msg = (
+            f"plan describes a new run; {clip(str(out))} already holds a run, and a run with this --out "
+            "would refuse it without --resume (choose a new --out)"
+        )
+        raise UsageError(msg)
+
+
+def apply_config(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, argv: Sequence[str] | None, environ: Mapping[str, str]
+) -> argparse.Namespace:
+    """``plan --config FILE --profile NAME``: the run's file, read as ``run`` reads it.
+
+    The file is checked against ``run``'s flags (a file ``run`` accepts, ``plan`` accepts); the
+    values of flags ``plan`` also has become its defaults, so flags given still win. Those only a
+    run uses (``metrics-file``, ``job-name``) are left out: they change nothing a plan predicts.
+
+    Args:
+        parser: the whole command line's parser.
+        args: the first parse (it names the file and the profile).
+        argv: the arguments, as given to the first parse.
+        environ: the environment variables (those that set a run setting win over the file).
+
+    Raises:
+        ConfigError: ``--profile`` without ``--config``, or the file cannot be used.
+    """
+    if args.config is None:
+        if args.profile is not None:
+            msg = f"--profile {clip(args.profile)} needs --config: the file that holds the profile"
+            raise ConfigError(msg)
+        return args
+    run, plan = _command_parser(parser, "run"), _command_parser(parser, "plan")
+    values = load_config(args.config, profile=args.profile, flags=file_flags(run))
+    known = {action.dest for action in plan._actions}
+    plan.set_defaults(**{dest: v for dest, v in without_environment(values, environ).items() if dest in known})
+    return parser.parse_args(argv)
+
+
+def _command_parser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            found: argparse.ArgumentParser = action.choices[command]
+            return found
+    msg = f"no command {command!r}"
+    raise LookupError(msg)
 
 
 def _read_jobs(argument: str, fmt: str | None, template: str) -> list[Job]:
@@ -143,6 +225,9 @@ async def _gather(
             leave_stopped=options.leave_stopped,
             calls=calls,
             keep=keep,
+            retry=RetryOptions.of(options),
+            total_timeout=options.total_timeout,
+            rng=random.Random(options.seed),  # noqa: S311 - back-off jitter, not a secret
         )
 
 
@@ -184,7 +269,7 @@ def render_plan(plan: Plan) -> str:
         lines.append(f"would fail: {len(failing)} job(s)")
         lines.append(f"  {'line':>6}  {'instance':<24}  {'code':<44}  reason")
         for job, _state, verdict in failing[:_SHOWN]:
-            code = verdict.code or ""
+            code = verdict.code or "(the API's answer)"  # a plain run's CreateImage: the plan cannot know
             lines.append(f"  {job.line:>6}  {clip(job.instance_id, 22):<24}  {code:<44}  {verdict.reason}")
         if len(failing) > _SHOWN:
             lines.append(f"  ... and {len(failing) - _SHOWN} more (--output json lists them all)")
@@ -210,6 +295,7 @@ def render_plan(plan: Plan) -> str:
         over = "OVER the quota: the run would stop with INVALID_IMAGE_QUOTA_EXCEED"
         quota = over if plan.over_quota() else "within"
         lines.append(f"images: {plan.images_peak()} at most during the run, quota {plan.quota}: {quota}")
+    lines.extend(f"note: {note}" for note in plan.notes)
     return "\n".join(lines)
 
 

@@ -74,3 +74,15 @@ async def test_plan_names_the_deletions_the_run_makes(make_fake: FakeFactory, tm
     results = [json.loads(line) for line in (tmp_path / "n3" / "results.jsonl").read_text().splitlines()]
     pruned = {(r["instanceId"], image_id) for r in results for image_id in r.get("prunedImageIds") or []}
     assert pruned == {(d["instanceId"], d["imageId"]) for d in plan["deletions"]}
+
+
+async def test_plan_retries_the_policy_listing(make_fake: FakeFactory, tmp_path: Path) -> None:
+    """A 503 and a lost answer on the policy's listing are retried, as the run retries it: the plan goes through."""
+    # the first listing (every image) answers; the policy's listing fails twice, then answers
+    scripts = {"DescribeCustomImages": {"*": ["ok", "503", "lost"]}}
+    fake = await make_fake([FakeInstance("i-1")], scripts=scripts)
+    jobs = write_csv(tmp_path / "jobs.csv", ["i-1"])
+    code, out, err = await _cli("plan", str(jobs), "--endpoint", fake.url, "--output", "json", "--keep", "2", *FAST)
+    assert code == 0, err
+    assert json.loads(out)["deletions"] == []
+    assert fake.inspect()["calls"]["DescribeCustomImages"] == 4
