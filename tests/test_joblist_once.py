@@ -1,0 +1,64 @@
+"""A short valid job list is read once: the run takes the jobs its validation read."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from batch.errors import JobListError
+from batch.sources import JobList, joblist
+
+DATE = datetime(2026, 11, 30, tzinfo=UTC)
+
+LISTS = {
+    "jobs.csv": "instanceId,tags\n i-1 ,a=1\n\ni-2,\ni-3,b=2;c=3\n",
+    "jobs.jsonl": '{"instanceId": "i-1", "tags": "a=1"}\n\n{"instanceId": "i-2"}\n'
+    '{"instanceId": "i-3", "imageName": "n3"}\n',
+    "jobs.json": '{"defaults": {"tags": {"team": "x"}},\n "jobs": [\n  {"instanceId": "i-1"},\n'
+    '  {"instanceId": "i-2"},\n  {"instanceId": "i-3", "tags": {"team": "y"}}\n ]}\n',
+}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, id=n.split(".")[1]) for n in LISTS])
+def test_kept_jobs_are_the_jobs_a_second_read_would_give(tmp_path: Path, name: str) -> None:
+    """The jobs kept from validation equal, line numbers and defaults included, those read from the file."""
+    path = tmp_path / name
+    path.write_text(LISTS[name], encoding="utf-8")
+    validated = JobList(path, date=DATE, run_id="r1")
+    assert validated.validate().jobs == 3
+    assert list(validated) == list(JobList(path, date=DATE, run_id="r1"))
+
+
+def test_after_validation_the_file_is_not_read_again(tmp_path: Path) -> None:
+    """Once validated, iterating gives the validated jobs even if the file is gone."""
+    path = tmp_path / "jobs.csv"
+    path.write_text(LISTS["jobs.csv"], encoding="utf-8")
+    jobs = JobList(path, date=DATE)
+    assert jobs.validate().ok
+    path.unlink()
+    assert [j.instance_id for j in jobs] == ["i-1", "i-2", "i-3"]
+    assert [j.instance_id for j in jobs] == ["i-1", "i-2", "i-3"]  # as often as asked
+
+
+def test_a_list_longer_than_the_bound_is_read_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past KEEP_JOBS jobs nothing is kept (memory stays flat): the jobs come from the file again."""
+    monkeypatch.setattr(joblist, "KEEP_JOBS", 2)
+    path = tmp_path / "jobs.csv"
+    path.write_text(LISTS["jobs.csv"], encoding="utf-8")
+    jobs = JobList(path, date=DATE)
+    assert jobs.validate().jobs == 3
+    assert jobs._kept is None
+    path.write_text("instanceId\ni-9\n", encoding="utf-8")
+    assert [j.instance_id for j in jobs] == ["i-9"]
+
+
+def test_a_list_with_a_problem_keeps_nothing(tmp_path: Path) -> None:
+    """A list that failed validation keeps no job: iterating reads the file and names the bad row."""
+    path = tmp_path / "jobs.csv"
+    path.write_text("instanceId\ni-1\nnot an id\n", encoding="utf-8")
+    jobs = JobList(path, date=DATE)
+    assert not jobs.validate().ok
+    with pytest.raises(JobListError, match=r"jobs.csv:3"):
+        list(jobs)
