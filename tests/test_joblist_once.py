@@ -5,10 +5,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import anyio
 import pytest
 
 from batch.errors import JobListError
+from batch.options import RunOptions
+from batch.run import Run
 from batch.sources import JobList, joblist
+
+from .conftest import CREDS, FakeFactory, instances, write_csv
 
 DATE = datetime(2026, 11, 30, tzinfo=UTC)
 
@@ -62,3 +67,34 @@ def test_a_list_with_a_problem_keeps_nothing(tmp_path: Path) -> None:
     assert not jobs.validate().ok
     with pytest.raises(JobListError, match=r"jobs.csv:3"):
         list(jobs)
+
+
+@pytest.mark.anyio
+async def test_rows_appended_to_a_kept_copy_are_never_read(tmp_path: Path, make_fake: FakeFactory) -> None:
+    """A run whose list was kept from its validation acts on those jobs only: rows appended to its
+    copy mid-run are neither read nor sent, and the run ends normally."""
+    ids = [f"i-{n}" for n in range(40)]
+    extra = [f"x-{n}" for n in range(10)]
+    fake = await make_fake(instances(*ids, *extra))
+    run = Run(
+        write_csv(tmp_path / "jobs.csv", ids),
+        tmp_path / "run",
+        RunOptions(rate=20, seed=1),
+        credentials=CREDS,
+        endpoint=fake.url,
+    )
+
+    async def grow_the_copy() -> None:
+        # Polls outside state (a file, the fake's counters): there is no event to wait on.
+        while not fake.calls.get("CreateImage"):  # noqa: ASYNC110
+            await anyio.sleep(0.01)
+        with (tmp_path / "run" / "job-list.csv").open("a") as handle:
+            handle.write("".join(f"{i}\n" for i in extra))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(grow_the_copy)
+        outcome = await run.execute()
+    assert outcome.exit_code == 0
+    assert outcome.summary["jobs"] == 40
+    created = fake.inspect()["createdPerInstance"]
+    assert sorted(created) == sorted(ids)
