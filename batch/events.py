@@ -9,7 +9,6 @@ event logged before a job's result is in the file when that result is, even afte
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping, MutableMapping
@@ -17,6 +16,7 @@ from typing import Any, TextIO
 
 import structlog
 
+from ._jsonenc import compact_encoder
 from .text import rfc3339
 
 __all__ = [
@@ -63,17 +63,17 @@ class _Stamp:
         return f"{self._prefix}{micro:06d}Z"
 
 
-def _add_time(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    event["ts"] = _stamp(time.time())
-    return event
-
-
 _stamp = _Stamp()
-_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=repr).encode
+_encode = compact_encoder(default=repr)
 
 
-def _serialize(event: Any, **_kw: Any) -> str:
-    # A prebuilt encoder: json.dumps with options would build a new one for every event.
+def _render(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> str:
+    """The last processor: stamp the event and encode it as one JSON line.
+
+    One processor instead of a time stamper and structlog's ``JSONRenderer``: an event is
+    logged for every request, and each processor in the chain is a call and a dict pass.
+    """
+    event["ts"] = _stamp(time.time())
     return _encode(event)
 
 
@@ -127,10 +127,8 @@ class EventLog:
 
     def __init__(self, stream: TextIO, *, echo: Callable[[str], None] | None = None) -> None:
         self._stream = stream
-        processors: list[Any] = [_add_time]
-        if echo is not None:
-            processors.append(_echo(echo))
-        processors.append(structlog.processors.JSONRenderer(serializer=_serialize))
+        # --verbose's echo reads the event before it is rendered (its lines leave out the time).
+        processors: list[Any] = [_echo(echo), _render] if echo is not None else [_render]
         # bind() once: the lazy proxy wrap_logger returns would rebuild the logger on every call.
         self.log = structlog.wrap_logger(
             _BufferedLineWriter(stream),

@@ -338,6 +338,9 @@ class JournalWriter:
         self.records = 0
         #: called before each group is written; its record (the run's counters) joins the group
         self.checkpoint: Callable[[], dict[str, Any]] | None = None
+        #: the counters of the last checkpoint written, and when (``time.monotonic()``; 0: never)
+        self.last_checkpoint: dict[str, Any] | None = None
+        self.checkpointed_at = 0.0
 
     def _submit(self, journal: bytes, result: bytes = b"", *, urgent: bool = False) -> anyio.Event:
         if urgent:
@@ -389,7 +392,8 @@ class JournalWriter:
     def _checkpoint_record(self) -> bytes:
         if self.checkpoint is None:
             return b""
-        return encode_record({"type": "segment", "segment": self.checkpoint()})
+        self.last_checkpoint, self.checkpointed_at = self.checkpoint(), time.monotonic()
+        return encode_record({"type": "segment", "segment": self.last_checkpoint})
 
     def note(self) -> None:
         """Queue a checkpoint on its own (nothing else to write, but the counters moved)."""

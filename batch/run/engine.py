@@ -13,6 +13,7 @@ import contextlib
 import json
 import random
 import signal
+import time
 import uuid
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import replace
@@ -46,7 +47,7 @@ from .keeping import start_keeping
 from .listing import list_existing
 from .progress import Phase, Progress, RunOutcome, snapshot
 from .resume import jobs_at_their_step
-from .tally import Tally, power_segment, power_summary
+from .tally import Tally, checkpoint_due, power_segment, power_summary
 from .workers import Pool
 
 __all__ = ["ClientFactory", "Run"]
@@ -275,15 +276,14 @@ class Run:
         )
 
     async def _tick(self) -> None:
-        checkpointed = 0
         try:
             while True:
                 await anyio.sleep(1.0)
                 self.events.flush()
                 calls = sum(self.tally.calls.values())
-                if calls != checkpointed:
+                since = time.monotonic() - self.writer.checkpointed_at
+                if checkpoint_due(calls, self.writer.last_checkpoint, since):
                     # Calls made while no job ends (busy retries, waits) still count after a kill -9.
-                    checkpointed = calls
                     self.writer.note()
                 if self.progress is not None:
                     self.progress(self._snapshot())

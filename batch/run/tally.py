@@ -11,7 +11,12 @@ from ..errors import ApiError
 from ..models import Status
 from ..power import DownCap, PowerLedger
 
-__all__ = ["Tally", "power_segment", "power_summary"]
+__all__ = ["CALLS_CHECKPOINT_SECONDS", "Tally", "checkpoint_due", "power_segment", "power_summary"]
+
+#: Calls made while no job ends (busy retries, polls of a --wait) are checkpointed at most this
+#: often: a killed process's share of the summary misses at most this much of them. A job's end
+#: needs no tick: its result's group carries a checkpoint, within 50 ms.
+CALLS_CHECKPOINT_SECONDS = 10.0
 
 
 @dataclass
@@ -55,6 +60,25 @@ class Tally:
     def image_totals(self) -> dict[str, int]:
         """``summary.json``'s ``images``: deleted, kept and failed to delete."""
         return {k: self.images[k] for k in ("deleted", "kept", "failedToDelete")}
+
+
+def checkpoint_due(
+    calls: int, last: Mapping[str, Any] | None, since: float, *, every: float = CALLS_CHECKPOINT_SECONDS
+) -> bool:
+    """Whether the run's tick queues a checkpoint of its own: calls were made since the last one
+    written, and that one is at least ``every`` seconds old.
+
+    A checkpoint costs a write and, within a second, an fsync; written for every call a tick
+    saw, it was a fixed cost per poll of a --wait, whatever the poll's size.
+
+    Args:
+        calls: the calls this process made so far.
+        last: the counters of the last checkpoint written (``None``: none yet).
+        since: seconds since it was written.
+        every: the shortest time between two checkpoints for calls alone.
+    """
+    written = int(((last or {}).get("apiCalls") or {}).get("total", 0))
+    return calls != written and since >= every
 
 
 def power_segment(ledger: PowerLedger, cap: DownCap | None) -> dict[str, Any] | None:
