@@ -52,8 +52,14 @@ EXIT_CODES_HELP = """exit codes:
   130/143  stopped by SIGINT/SIGTERM after draining; the last lines say how to resume"""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command-line grammar."""
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The command-line grammar.
+
+    Args:
+        argv: the arguments about to be parsed: the ``fake-server`` flags (and the fake's
+            modules) are added only when they name that command, so ``--help`` and ``validate``
+            import nothing of the fake. ``None``: the whole grammar.
+    """
     parser = argparse.ArgumentParser(
         prog="imagebatch",
         description="Snapshot fleets of Zenlayer ZEC instances into custom images (CreateImage), exactly once.",
@@ -80,9 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--quiet", action="store_true", help="no progress display")
     fake = sub.add_parser("fake-server", help="serve the fake Zenlayer API on loopback")
-    from .fake.cli import add_arguments as add_fake_arguments  # light: no server, no aiohttp.web
+    if argv is None or "fake-server" in argv:
+        from .fake.cli import add_arguments as add_fake_arguments  # no server, no aiohttp.web
 
-    add_fake_arguments(fake)
+        add_fake_arguments(fake)
     plan = sub.add_parser(
         "plan",
         help="what a run would do (states, skips, failures, calls, time), changing nothing",
@@ -155,8 +162,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     Args:
         argv: the arguments (default: ``sys.argv[1:]``).
     """
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(arguments)
+    args = parser.parse_args(arguments)
     if args.command in ("run", "plan"):
         try:
             # Parse again with the file's values as defaults: flags given still win.
