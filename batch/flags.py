@@ -29,51 +29,34 @@ __all__ = [
 ]
 
 
-def _positive_float(text: str) -> float:
+def _number(text: str, kind: type[float] | type[int], *, low: float, strict: bool) -> float:
+    """``text`` as a finite ``kind`` above ``low`` (``strict``) or at least ``low``, or an argparse error."""
     try:
-        value = float(text)
+        value = kind(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0 or value != value or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not {'a number' if kind is float else 'a whole number'}"
+        ) from None
+    if value != value or value == float("inf") or (value <= low if strict else value < low):
+        bound = "a positive number" if strict else "zero or more" if low == 0 else f"at least {low:g}"
+        raise argparse.ArgumentTypeError(f"{text!r} must be {bound}")
     return value
+
+
+def _positive_float(text: str) -> float:
+    return float(_number(text, float, low=0, strict=True))
 
 
 def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} must be zero or more")
-    return value
+    return float(_number(text, float, low=0, strict=False))
 
 
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
+    return int(_number(text, int, low=1, strict=False))
 
 
 def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be zero or more")
-    return value
-
-
-def _fraction(text: str) -> float:
-    value = _non_negative_float(text)
-    if value > 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be between 0 and 1")
-    return value
+    return int(_number(text, int, low=0, strict=False))
 
 
 def add_job_list_args(parser: argparse.ArgumentParser, *, optional: bool = False) -> None:
