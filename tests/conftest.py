@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from batch import Credentials
@@ -19,6 +22,19 @@ from batch.fake import (
 )
 
 CREDS = Credentials(DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET)
+#: the environment of an ``imagebatch`` child process: the fake's key pair in zeno's variables
+CLI_ENV = {
+    **os.environ,
+    "ZENLAYER_ACCESS_KEY_ID": DEFAULT_ACCESS_KEY_ID,
+    "ZENLAYER_ACCESS_KEY_SECRET": DEFAULT_ACCESS_KEY_SECRET,
+}
+
+
+async def run_cli(*argv: str) -> tuple[int, str, str]:
+    """``imagebatch ARGV`` in its own process (it handles signals, which only a main thread can):
+    the exit code, stdout and stderr."""
+    done = await anyio.run_process([sys.executable, "-m", "batch", *argv], env=CLI_ENV, check=False)
+    return done.returncode, done.stdout.decode(), done.stderr.decode()
 
 
 @pytest.fixture

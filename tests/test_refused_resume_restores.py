@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -12,17 +11,13 @@ from pathlib import Path
 import anyio
 import pytest
 
-from batch.fake import DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, FakeInstance
+from batch.fake import FakeInstance
 
-from .conftest import FakeFactory, write_csv
+from .conftest import CLI_ENV, FakeFactory, write_csv
 
 pytestmark = pytest.mark.anyio
 
-ENV = {
-    **os.environ,
-    "ZENLAYER_ACCESS_KEY_ID": DEFAULT_ACCESS_KEY_ID,
-    "ZENLAYER_ACCESS_KEY_SECRET": DEFAULT_ACCESS_KEY_SECRET,
-}
+ENV = CLI_ENV
 FAST = ["--backoff-base", "0.05", "--backoff-cap", "0.2", "--lookup-delay", "0.1", "--quiet"]
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -11,23 +10,19 @@ from pathlib import Path
 import anyio
 import pytest
 
-from batch.fake import DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, FakeInstance
+from batch.fake import FakeInstance
 
-from .conftest import FakeFactory, write_csv
+from .conftest import CLI_ENV, FakeFactory, run_cli, write_csv
 
 pytestmark = pytest.mark.anyio
 
-ENV = {
-    **os.environ,
-    "ZENLAYER_ACCESS_KEY_ID": DEFAULT_ACCESS_KEY_ID,
-    "ZENLAYER_ACCESS_KEY_SECRET": DEFAULT_ACCESS_KEY_SECRET,
-}
+ENV = CLI_ENV
 FAST = ["--backoff-base", "0.05", "--backoff-cap", "0.2", "--lookup-delay", "0.1", "--quiet"]
 
 
 async def _run(*argv: str) -> tuple[int, str, str]:
-    done = await anyio.run_process([sys.executable, "-m", "batch", "run", *argv], env=ENV, check=False)
-    return done.returncode, done.stdout.decode(), done.stderr.decode()
+    """``imagebatch run ARGV`` in its own process."""
+    return await run_cli("run", *argv)
 
 
 def _results(out: Path) -> dict[str, dict[str, object]]:
