@@ -255,41 +255,33 @@ async def test_a_signal_after_a_halt_drains_and_restores(make_fake: FakeFactory,
     import subprocess
 
     fleet = [FakeInstance(f"i-{k:02d}", status="RUNNING") for k in range(8)]
-    timing = {"stop_seconds": 0.05, "boot_seconds": 0.5, "image_ready_seconds": 1.0}
-    timing |= {"failed_images": {i.instance_id for i in fleet[:2]}}
+    # Slow boots: after the halt, the instances in flight take seconds to be RUNNING again, so the
+    # signal arrives while the run drains.
+    timing = {"stop_seconds": 0.05, "boot_seconds": 3.0, "image_ready_seconds": 0.3}
+    timing |= {"failed_images": {fleet[0].instance_id}}
     fake = await make_fake(fleet, cloud_kwargs=timing)
     jobs = write_csv(tmp_path / "jobs.csv", [i.instance_id for i in fleet])
-    out = tmp_path / "run"
-    argv = [
-        sys.executable,
-        "-m",
-        "batch",
-        "run",
-        str(jobs),
-        "--endpoint",
-        fake.url,
-        "--out",
-        str(out),
-        "--stop-running",
-        "--max-stopped",
-        "4",
-        "--poll-interval",
-        "0.05",
-        "--halt",
-        "fail=1",
-        *FAST,
-    ]
-    child = subprocess.Popen(argv, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: ASYNC220
+    argv = [sys.executable, "-m", "batch", "run", str(jobs), "--endpoint", fake.url, "--out", str(tmp_path / "run")]
+    argv += ["--stop-running", "--max-stopped", "4", "--poll-interval", "0.05", "--halt", "fail=1", "--verbose"]
+    child = subprocess.Popen(  # noqa: ASYNC220 - a child that must get a signal at a chosen moment
+        [*argv, *FAST], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+
+    def halted() -> bool:
+        # --verbose tells the stop on stderr the moment it happens
+        assert child.stderr is not None
+        return any("run.stopping" in line and "halt:" in line for line in child.stderr)
+
     try:
-        events = out / "events.jsonl"
-        for _ in range(600):
-            if events.exists() and '"halt:' in events.read_text():
-                break
-            await anyio.sleep(0.05)
+        assert await anyio.to_thread.run_sync(halted)
         child.send_signal(signal.SIGTERM)
+        assert child.stderr is not None
+        await anyio.to_thread.run_sync(child.stderr.read)  # what it says while draining, to its end
         code = await anyio.to_thread.run_sync(child.wait)
     finally:
         if child.poll() is None:
             child.kill()
+        if child.stderr is not None:
+            child.stderr.close()
     assert code == 143
     assert fake.inspect()["notRunningAnymore"] == []
