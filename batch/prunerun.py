@@ -32,7 +32,7 @@ import anyio
 from .credentials import DEFAULT_ENDPOINT, Credentials, parse_endpoint
 from .errors import ApiError, FatalRunError, RunDirectoryError, UsageError
 from .header import RunHeader, new_run_id
-from .journal import JOURNAL_FILE, JournalWriter, RunDirectory, read_journal, write_atomic
+from .journal import JOURNAL_FILE, JournalWriter, RunDirectory, read_journal, rebuild_results, write_atomic
 from .models import Status
 from .prune import IDENTITY_FIELDS, ApiCounters, Pruner, PruneSettings, make_client
 from .prunereport import instance_record, prune_summary, render_plan, resume_prune_command
@@ -261,7 +261,7 @@ class _Prune:
         header, settings, ids, lines = self._prepare()
         d = self.directory
         state = read_journal(d.file(JOURNAL_FILE))
-        d.rebuild_results(state)
+        rebuild_results(d, state)
         self.results = dict(state.results)
         endpoint = self.request.endpoint or header.endpoint or DEFAULT_ENDPOINT
         parse_endpoint(endpoint)

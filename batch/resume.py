@@ -20,7 +20,7 @@ from typing import Any
 
 from .errors import RunDirectoryError, UsageError
 from .header import RunHeader, new_run_id
-from .journal import JOURNAL_FILE, RunDirectory, read_journal
+from .journal import JOURNAL_FILE, RunDirectory, compact_journal, read_journal, rebuild_results
 from .options import RunOptions, resume_options
 from .snapshot import JobSource, file_sha256, list_differences, same_bytes, snapshot_name, take_snapshot
 from .sources import JobList, Validation, detect_format
@@ -277,5 +277,5 @@ def _load_journal(directory: RunDirectory, prepared: Prepared, notice: Callable[
         if record.get("error"):
             prepared.error_codes[record["error"]["code"]] += 1
     if state.torn:
-        directory.compact_journal(state)
-    directory.rebuild_results(state)
+        compact_journal(directory, state)
+    rebuild_results(directory, state)
