@@ -11,7 +11,6 @@ import os
 import random
 import sys
 import tempfile
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +32,7 @@ from .output import add_output_option, print_json
 from .plan import Plan, _Calls, gather_plan, predict
 from .policy import RetryOptions
 from .report import format_seconds
+from .scheduling import RateMeter
 from .snapshot import JobSource
 from .sources import JobList, detect_format
 from .text import clip
@@ -210,7 +210,7 @@ async def _gather(
         credentials,
         connect_timeout=options.connect_timeout,
         total_timeout=options.total_timeout,
-        gate=_spacing(options.rate),
+        gate=_gate(RateMeter(options.rate)),
         observer=calls,
     ) as client:
         if jobs is None:
@@ -243,17 +243,11 @@ async def _selected_jobs(client: ZecClient, selectors: Sequence[str], template: 
         return list(JobList(path, fmt="csv", name_template=template, date=now, run_id=new_run_id(now)))
 
 
-def _spacing(rate: float) -> Callable[[str], Awaitable[None]]:
-    """A gate that spaces calls ``1/rate`` apart (the plan's calls count against the account's limit too)."""
-    gap = 1.0 / rate
-    next_at = [0.0]
+def _gate(meter: RateMeter) -> Callable[[str], Awaitable[None]]:
+    """The run's own pacing for the plan's calls (they count against the account's limit too)."""
 
     async def gate(_action: str) -> None:
-        now = time.monotonic()
-        at = max(now, next_at[0])
-        next_at[0] = at + gap
-        if at > now:
-            await anyio.sleep(at - now)
+        await meter.acquire()
 
     return gate
 
